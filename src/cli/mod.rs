@@ -1,0 +1,194 @@
+//! The command line: clap arguments (low level) converted once into the library's validated
+//! configs (high level). Nothing from clap reaches the library.
+
+mod eval;
+mod transcribe;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use steno::decode::quality::QualityThresholds;
+use steno::decode::rules::FilterOptions;
+use steno::decode::search::DecodeStrategy;
+use steno::runtime::default_models_dir;
+use steno::{Device, EngineConfig, ModelConfig, ModelVariant, RuntimeConfig, Task, TranscribeOptions};
+
+/// Speech to text with Whisper models on ONNX Runtime.
+#[derive(Debug, Parser)]
+#[command(name = "steno", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output on stderr (-v info, -vv debug); STENO_LOG=<filter> overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Transcribe audio files (WAV, FLAC, MP3, Ogg Vorbis/Opus, M4A).
+    Transcribe(transcribe::TranscribeArgs),
+    /// Measure word error rate and speed on a folder of audio with refs.tsv.
+    Eval(eval::EvalArgs),
+}
+
+/// Which model and where it runs.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model name provisioned under the models folder (tiny.en, base) or a folder holding a
+    /// Whisper ONNX export (steno's or sherpa-onnx's layout).
+    #[arg(long, default_value = "tiny.en")]
+    model: String,
+    /// Weights to load: fp32, or int8 (dynamically quantised MatMul weights).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8"])]
+    model_variant: String,
+    /// Execution provider: cpu, cuda (error if unavailable) or auto (CUDA when it loads).
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "cuda", "auto"])]
+    device: String,
+    /// Threads per ONNX Runtime session (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Path to libonnxruntime.so (default: ORT_DYLIB_PATH, then models/runtime/).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
+    /// Folder of provisioned models (default: STENO_MODELS_DIR, then the source tree's models/).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+}
+
+/// How to decode.
+#[derive(Debug, Args)]
+pub struct DecodeArgs {
+    /// Spoken language (en, de, …), or auto to detect it (multilingual models).
+    #[arg(long, default_value = "auto")]
+    language: String,
+    /// transcribe, or translate to English (multilingual models).
+    #[arg(long, default_value = "transcribe", value_parser = ["transcribe", "translate"])]
+    task: String,
+    /// Beam width at temperature 0; 1 = greedy.
+    #[arg(long, default_value_t = 5)]
+    beam_size: usize,
+    /// Candidates sampled at temperatures above 0.
+    #[arg(long, default_value_t = 5)]
+    best_of: usize,
+    /// Beam search patience (finished candidates = beam size × patience).
+    #[arg(long, default_value_t = 1.0)]
+    patience: f32,
+    /// Temperature fallback ladder, comma-separated.
+    #[arg(long, default_value = "0,0.2,0.4,0.6,0.8,1.0", value_delimiter = ',')]
+    temperature: Vec<f32>,
+    /// Do not prompt each window with the text before it.
+    #[arg(long)]
+    no_context: bool,
+    /// Retry at a higher temperature when the text compresses better than this (0 = off).
+    #[arg(long, default_value_t = 2.4)]
+    compression_ratio_threshold: f32,
+    /// Retry at a higher temperature when the average log-probability is below this (0 = off).
+    #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+    logprob_threshold: f32,
+    /// Treat a window as silence when P(no speech) is above this and confidence is low (0 = off).
+    #[arg(long, default_value_t = 0.6)]
+    no_speech_threshold: f32,
+    /// Seconds of padding after a window's audio (dynamic-length encoders).
+    #[arg(long, default_value_t = 5.0)]
+    pad_seconds: f32,
+    /// Shortest encoder window in seconds (dynamic-length encoders): short clips are padded up to it.
+    #[arg(long, default_value_t = 10.0)]
+    min_window_seconds: f32,
+}
+
+fn nonzero(x: f32) -> Option<f32> {
+    (x != 0.0).then_some(x)
+}
+
+impl ModelArgs {
+    fn runtime(&self) -> Result<RuntimeConfig> {
+        let models_dir = self.models_dir.clone().unwrap_or_else(default_models_dir);
+        let config = RuntimeConfig {
+            device: self.device.parse::<Device>()?,
+            threads: self.threads,
+            library: self.ort_library.clone(),
+            models_dir,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn model(&self, runtime: &RuntimeConfig) -> Result<ModelConfig> {
+        let variant: ModelVariant = self.model_variant.parse()?;
+        Ok(ModelConfig::resolve(&self.model, &runtime.models_dir, variant))
+    }
+}
+
+impl DecodeArgs {
+    fn options(&self) -> Result<TranscribeOptions> {
+        let strategy = if self.beam_size > 1 {
+            DecodeStrategy::Beam {
+                beam_size: self.beam_size,
+                patience: self.patience,
+            }
+        } else {
+            DecodeStrategy::Greedy { best_of: self.best_of }
+        };
+        let options = TranscribeOptions {
+            task: self.task.parse::<Task>()?,
+            language: (self.language != "auto").then(|| self.language.clone()),
+            strategy,
+            temperatures: self.temperature.clone(),
+            thresholds: QualityThresholds {
+                compression_ratio: nonzero(self.compression_ratio_threshold),
+                logprob: nonzero(self.logprob_threshold),
+                no_speech: nonzero(self.no_speech_threshold),
+            },
+            condition_on_previous_text: !self.no_context,
+            filters: FilterOptions::default(),
+            pad_s: self.pad_seconds,
+            min_window_s: self.min_window_seconds,
+            ..TranscribeOptions::default()
+        };
+        options.validate()?;
+        Ok(options)
+    }
+}
+
+/// Build the engine config from the two argument groups.
+fn engine_config(model: &ModelArgs, decode: &DecodeArgs) -> Result<EngineConfig> {
+    let runtime = model.runtime()?;
+    Ok(EngineConfig {
+        model: model.model(&runtime)?,
+        options: decode.options()?,
+        runtime,
+    })
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "steno=info,warn",
+        _ => "steno=debug,info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STENO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_span_events(if verbose >= 2 {
+            tracing_subscriber::fmt::format::FmtSpan::CLOSE
+        } else {
+            tracing_subscriber::fmt::format::FmtSpan::NONE
+        })
+        .try_init();
+}
+
+/// Parse the command line and run it.
+pub fn run() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Transcribe(args) => transcribe::run(args),
+        Command::Eval(args) => eval::run(args),
+    }
+}

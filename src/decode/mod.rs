@@ -1,0 +1,12 @@
+//! Decoding: everything between the decoder's logits and timed text, as pure logic over a
+//! [`search::TokenScorer`] so it is tested with scripted logits and real Whisper token ids.
+//!
+//! - [`rules`]: Whisper's logit filters (suppression, timestamp rules);
+//! - [`search`]: greedy, sampling and beam search, the token budget and repetition guard;
+//! - [`quality`]: compression ratio, the temperature-fallback and no-speech gates;
+//! - [`segments`]: timestamp tokens → segments and the seek step.
+
+pub mod quality;
+pub mod rules;
+pub mod search;
+pub mod segments;

@@ -1,0 +1,348 @@
+//! Whisper's logit filters as pure functions over one row of logits: what the model may emit
+//! next given what it has emitted in this window. A port of openai/whisper `decoding.py`
+//! (release 20250625): `SuppressBlank`, `SuppressTokens`, `ApplyTimestampRules`, applied in
+//! that order, plus one steno rule: timestamps past the end of the audio in the window are
+//! suppressed (Whisper always sees 30 s, steno's encoder may see less).
+//!
+//! In: logits `[n_vocab]` (mutated in place, banned tokens set to −∞) and the tokens sampled
+//! so far in this window (after the prompt). Out: nothing; the caller samples from the row.
+
+use crate::model::SpecialTokens;
+
+/// Settings of the filters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FilterOptions {
+    /// Predict timestamp tokens (segment times). Default: true.
+    pub timestamps: bool,
+    /// Suppress " " and end-of-text as the first token (Whisper `suppress_blank`). Default: true.
+    pub suppress_blank: bool,
+    /// The first timestamp may be at most this late, in seconds (Whisper: 1.0). Default: 1.0.
+    pub max_initial_timestamp_s: Option<f32>,
+}
+
+impl Default for FilterOptions {
+    fn default() -> Self {
+        FilterOptions {
+            timestamps: true,
+            suppress_blank: true,
+            max_initial_timestamp_s: Some(1.0),
+        }
+    }
+}
+
+/// Seconds per timestamp token (Whisper's `time_precision`).
+pub const SECONDS_PER_TIMESTAMP: f32 = 0.02;
+
+/// The filters for one window of one model.
+#[derive(Debug, Clone)]
+pub struct LogitFilters {
+    /// Never emitted: non-speech symbols and the control tokens (Whisper `suppress_tokens="-1"`).
+    suppress: Vec<u32>,
+    /// Not emitted as the first token.
+    suppress_at_begin: Vec<u32>,
+    timestamps: Option<TimestampRules>,
+}
+
+#[derive(Debug, Clone)]
+struct TimestampRules {
+    begin: u32,
+    no_timestamps: u32,
+    eot: u32,
+    max_initial: Option<u32>,
+    /// Last timestamp index allowed in this window (its audio length), if limited.
+    max_index: Option<u32>,
+}
+
+impl LogitFilters {
+    /// Filters for `tokens`' model. `window_s` is the audio length the window holds (timestamps
+    /// after it are suppressed); `None` leaves them to the model.
+    pub fn new(tokens: &SpecialTokens, options: &FilterOptions, window_s: Option<f32>) -> LogitFilters {
+        // decoding.py `_get_suppress_tokens`: the non-speech symbols plus these control tokens.
+        let mut suppress = tokens.non_speech.clone();
+        suppress.extend([
+            tokens.transcribe,
+            tokens.translate,
+            tokens.sot,
+            tokens.sot_prev,
+            tokens.sot_lm,
+            tokens.no_speech,
+        ]);
+        if !options.timestamps {
+            // Without timestamps the prompt ends with <|notimestamps|>; no timestamp may follow.
+            suppress.extend(tokens.timestamp_begin..tokens.timestamp_begin.saturating_add(1501));
+        }
+        suppress.sort_unstable();
+        suppress.dedup();
+        let suppress_at_begin = if options.suppress_blank {
+            vec![tokens.blank, tokens.eot]
+        } else {
+            Vec::new()
+        };
+        let timestamps = options.timestamps.then(|| TimestampRules {
+            begin: tokens.timestamp_begin,
+            no_timestamps: tokens.no_timestamps,
+            eot: tokens.eot,
+            max_initial: options
+                .max_initial_timestamp_s
+                .map(|s| (s / SECONDS_PER_TIMESTAMP).round() as u32),
+            max_index: window_s.map(|s| (s / SECONDS_PER_TIMESTAMP).ceil() as u32),
+        });
+        LogitFilters {
+            suppress,
+            suppress_at_begin,
+            timestamps,
+        }
+    }
+
+    /// Apply every filter to `logits` given the tokens `sampled` so far in this window.
+    pub fn apply(&self, logits: &mut [f32], sampled: &[u32]) {
+        let ban = |logits: &mut [f32], t: u32| {
+            if let Some(x) = logits.get_mut(t as usize) {
+                *x = f32::NEG_INFINITY;
+            }
+        };
+        if sampled.is_empty() {
+            for &t in &self.suppress_at_begin {
+                ban(logits, t);
+            }
+        }
+        for &t in &self.suppress {
+            ban(logits, t);
+        }
+        if let Some(rules) = &self.timestamps {
+            rules.apply(logits, sampled);
+        }
+    }
+}
+
+fn ban_range(logits: &mut [f32], from: usize, to: usize) {
+    let to = to.min(logits.len());
+    if from < to {
+        logits[from..to].fill(f32::NEG_INFINITY);
+    }
+}
+
+impl TimestampRules {
+    /// decoding.py `ApplyTimestampRules.apply`, for one row.
+    fn apply(&self, logits: &mut [f32], sampled: &[u32]) {
+        let begin = self.begin as usize;
+        let is_ts = |t: u32| t >= self.begin;
+        ban_range(logits, self.no_timestamps as usize, self.no_timestamps as usize + 1);
+
+        // Timestamps come in pairs, except directly before end-of-text.
+        let last_was_ts = sampled.last().is_some_and(|&t| is_ts(t));
+        let penultimate_was_ts = sampled.len() < 2 || is_ts(sampled[sampled.len() - 2]);
+        if last_was_ts {
+            if penultimate_was_ts {
+                ban_range(logits, begin, logits.len()); // must be text
+            } else {
+                ban_range(logits, 0, self.eot as usize); // must be a timestamp or end-of-text
+            }
+        }
+
+        // Timestamps never decrease, and a segment has nonzero length.
+        if let Some(&last_ts) = sampled.iter().rev().find(|&&t| is_ts(t)) {
+            let floor = if last_was_ts && !penultimate_was_ts {
+                last_ts
+            } else {
+                last_ts + 1
+            };
+            ban_range(logits, begin, floor as usize);
+        }
+
+        if sampled.is_empty() {
+            ban_range(logits, 0, begin); // the window starts with a timestamp
+            if let Some(max) = self.max_initial {
+                ban_range(logits, begin + max as usize + 1, logits.len());
+            }
+        }
+        if let Some(max) = self.max_index {
+            ban_range(logits, begin + max as usize + 1, logits.len());
+        }
+
+        // If the timestamps together are likelier than any single text token, emit a timestamp.
+        let ts_mass = log_sum_exp(&logits[begin.min(logits.len())..]);
+        let text_max = logits[..begin.min(logits.len())]
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        if ts_mass > text_max {
+            ban_range(logits, 0, begin);
+        }
+    }
+}
+
+/// `log(sum(exp(x)))`, −∞ for an empty or all −∞ slice.
+pub fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return f32::NEG_INFINITY;
+    }
+    let sum: f64 = x.iter().map(|&v| f64::from(v - max).exp()).sum();
+    max + sum.ln() as f32
+}
+
+/// Log-softmax of a row, in place.
+pub fn log_softmax_in_place(x: &mut [f32]) {
+    let lse = log_sum_exp(x);
+    for v in x.iter_mut() {
+        *v -= lse;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Language;
+
+    /// tiny.en's special tokens (shared/facts: end-of-text 50256 … first timestamp 50363).
+    fn tiny_en() -> SpecialTokens {
+        SpecialTokens {
+            eot: 50256,
+            sot: 50257,
+            translate: 50357,
+            transcribe: 50358,
+            sot_lm: 50359,
+            sot_prev: 50360,
+            no_speech: 50361,
+            no_timestamps: 50362,
+            timestamp_begin: 50363,
+            blank: 220,
+            languages: vec![Language {
+                code: "en".into(),
+                token: 50258,
+            }],
+            non_speech: vec![1, 2, 7, 8, 9, 10, 14, 25],
+        }
+    }
+    const N_VOCAB: usize = 51864;
+    const TS: u32 = 50363;
+    const EOT: u32 = 50256;
+    const THE: u32 = 262; // " the"
+
+    fn flat() -> Vec<f32> {
+        vec![0.0; N_VOCAB]
+    }
+
+    fn allowed(l: &[f32]) -> impl Fn(u32) -> bool + '_ {
+        move |t| l[t as usize] > f32::NEG_INFINITY
+    }
+
+    #[test]
+    fn first_token_must_be_a_timestamp_within_one_second() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let mut l = flat();
+        f.apply(&mut l, &[]);
+        let ok = allowed(&l);
+        assert!(!ok(THE) && !ok(EOT) && !ok(220));
+        assert!(ok(TS) && ok(TS + 50));
+        assert!(!ok(TS + 51), "max_initial_timestamp 1.0 s = index 50");
+    }
+
+    #[test]
+    fn control_and_non_speech_tokens_are_always_suppressed() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        // Text and end-of-text likelier than the timestamps, so only suppression acts.
+        let mut l = vec![-10.0; N_VOCAB];
+        l[THE as usize] = 5.0;
+        l[EOT as usize] = 5.0;
+        f.apply(&mut l, &[TS, THE]);
+        let ok = allowed(&l);
+        for t in [50257, 50357, 50358, 50359, 50360, 50361, 50362, 1, 25] {
+            assert!(!ok(t), "token {t} must be suppressed");
+        }
+        assert!(ok(THE) && ok(EOT));
+    }
+
+    #[test]
+    fn after_text_then_timestamp_only_timestamp_or_eot() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let mut l = vec![-10.0; N_VOCAB];
+        l[EOT as usize] = 5.0;
+        f.apply(&mut l, &[TS, THE, TS + 40]);
+        let ok = allowed(&l);
+        assert!(!ok(THE), "a single timestamp after text closes the segment");
+        assert!(ok(EOT));
+        assert!(ok(TS + 40), "the next segment may start where this one ended");
+        assert!(!ok(TS + 39), "timestamps never decrease");
+    }
+
+    #[test]
+    fn after_a_timestamp_pair_text_must_follow() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let mut l = flat();
+        f.apply(&mut l, &[TS, THE, TS + 40, TS + 40]);
+        let ok = allowed(&l);
+        assert!(ok(THE));
+        assert!(!ok(TS + 41) && !ok(TS + 40));
+    }
+
+    #[test]
+    fn segment_cannot_have_zero_length() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let mut l = flat();
+        f.apply(&mut l, &[TS + 10, THE]);
+        let ok = allowed(&l);
+        assert!(!ok(TS + 10), "end must be after start");
+        assert!(ok(TS + 11));
+    }
+
+    #[test]
+    fn timestamp_mass_beats_best_text_token_forces_a_timestamp() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let mut l = vec![-10.0; N_VOCAB];
+        l[THE as usize] = 1.0;
+        // 1500 timestamps at 0.0 each: log-sum-exp = ln(1500) ≈ 7.3 > 1.0
+        for x in &mut l[TS as usize..] {
+            *x = 0.0;
+        }
+        f.apply(&mut l, &[TS, THE]);
+        assert!(!allowed(&l)(THE));
+        assert!(!allowed(&l)(EOT));
+    }
+
+    #[test]
+    fn text_wins_when_it_is_likelier_than_all_timestamps() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let mut l = vec![-30.0; N_VOCAB];
+        l[THE as usize] = 5.0;
+        f.apply(&mut l, &[TS, THE]);
+        assert!(allowed(&l)(THE));
+    }
+
+    #[test]
+    fn window_end_caps_timestamps() {
+        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), Some(2.0));
+        let mut l = flat();
+        f.apply(&mut l, &[TS, THE]);
+        let ok = allowed(&l);
+        assert!(ok(TS + 100), "2.00 s is index 100");
+        assert!(!ok(TS + 101));
+    }
+
+    #[test]
+    fn blank_and_eot_suppressed_only_at_the_start_without_timestamps() {
+        let opts = FilterOptions {
+            timestamps: false,
+            ..FilterOptions::default()
+        };
+        let f = LogitFilters::new(&tiny_en(), &opts, None);
+        let mut l = flat();
+        f.apply(&mut l, &[]);
+        let ok = allowed(&l);
+        assert!(!ok(220) && !ok(EOT) && ok(THE) && !ok(TS));
+        let mut l = flat();
+        f.apply(&mut l, &[THE]);
+        assert!(allowed(&l)(220) && allowed(&l)(EOT) && !allowed(&l)(TS + 5));
+    }
+
+    #[test]
+    fn log_softmax_normalises() {
+        let mut x = vec![1.0, 2.0, 3.0, f32::NEG_INFINITY];
+        log_softmax_in_place(&mut x);
+        let total: f32 = x.iter().map(|v| v.exp()).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert_eq!(x[3], f32::NEG_INFINITY);
+        assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+    }
+}

@@ -1,0 +1,591 @@
+//! Token search for one audio window: greedy (temperature 0), sampling with best-of (temperature
+//! above 0) and beam search, over any [`TokenScorer`] (the real decoder, or a scripted fake in tests).
+//! A port of openai/whisper `decoding.py` (release 20250625): `GreedyDecoder`,
+//! `BeamSearchDecoder`, `MaximumLikelihoodRanker` and the prefill / no-speech logic of
+//! `DecodingTask._main_loop`, plus steno's guards: a token budget per window (rate cap) and a
+//! repetition guard that ends a hypothesis stuck in a loop.
+//!
+//! In: the prompt tokens, the filters, limits. Out: the best [`Hypothesis`] with its quality
+//! fields (sum/avg log-prob, no-speech probability, temperature).
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+use super::rules::{LogitFilters, log_softmax_in_place};
+use crate::error::{Error, Result};
+
+/// Something that scores the next token: feed tokens, get logits back.
+pub trait TokenScorer {
+    /// Vocabulary size (length of one logits row).
+    fn n_vocab(&self) -> usize;
+    /// Forget everything fed so far; the next feed starts a fresh sequence of `batch` rows.
+    fn reset(&mut self, batch: usize) -> Result<()>;
+    /// Feed `n` tokens to each row (`tokens` is rows × n, row-major) and write the logits that
+    /// follow each row's last token into `logits` (rows × n_vocab).
+    fn feed(&mut self, tokens: &[u32], n: usize, logits: &mut Vec<f32>) -> Result<()>;
+    /// New row `i` continues old row `source[i]`; `source` may repeat rows or change the row count.
+    fn reorder(&mut self, source: &[usize]) -> Result<()>;
+}
+
+/// How to search, chosen once per transcription.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DecodeStrategy {
+    /// Take the likeliest token at temperature 0; at temperature > 0 sample `best_of` candidates.
+    Greedy { best_of: usize },
+    /// Beam search (used at temperature 0; fallbacks at higher temperatures sample).
+    Beam { beam_size: usize, patience: f32 },
+}
+
+impl DecodeStrategy {
+    /// Check the numbers.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            DecodeStrategy::Greedy { best_of } if best_of == 0 || best_of > 32 => {
+                Err(Error::config("best_of", format!("{best_of} is not in 1..=32")))
+            }
+            DecodeStrategy::Beam { beam_size, .. } if beam_size == 0 || beam_size > 32 => {
+                Err(Error::config("beam_size", format!("{beam_size} is not in 1..=32")))
+            }
+            DecodeStrategy::Beam { patience, .. } if !(patience.is_finite() && patience > 0.0) => Err(Error::config(
+                "patience",
+                format!("{patience} must be a positive number"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One window's decoding problem.
+#[derive(Debug, Clone)]
+pub struct DecodeTask<'a> {
+    /// Everything before the first sampled token: [<|startofprev|> previous text…] <|startoftranscript|> [language task] [<|notimestamps|>].
+    pub prompt: &'a [u32],
+    /// Index of <|startoftranscript|> in `prompt` (its logits give the no-speech probability).
+    pub sot_index: usize,
+    pub filters: &'a LogitFilters,
+    /// Most tokens to sample (context room and rate cap already applied).
+    pub max_tokens: usize,
+    pub temperature: f32,
+    /// Length penalty of the ranker (`None`: divide by length, Whisper's default).
+    pub length_penalty: Option<f32>,
+    pub eot: u32,
+    pub no_speech: u32,
+    /// Seed of the sampler (temperature > 0); the same seed gives the same output.
+    pub seed: u64,
+}
+
+/// The outcome of one window.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Hypothesis {
+    /// Sampled tokens, without end-of-text.
+    pub tokens: Vec<u32>,
+    pub sum_logprob: f64,
+    /// Sum of log-probs / (tokens + 1), Whisper's `avg_logprob` (end-of-text counted).
+    pub avg_logprob: f64,
+    /// P(<|nospeech|>) at <|startoftranscript|>.
+    pub no_speech_prob: f32,
+    pub temperature: f32,
+    /// Ended by a repetition loop (the guard stopped it).
+    pub repetitive: bool,
+}
+
+/// Feed the prompt; return the logits for the first sample (1 row) and the no-speech probability.
+fn prefill(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<(Vec<f32>, f32)> {
+    let prompt = task.prompt;
+    if task.sot_index >= prompt.len() {
+        return Err(Error::config("prompt", "the prompt has no <|startoftranscript|>"));
+    }
+    scorer.reset(1)?;
+    let mut logits = Vec::new();
+    let (head, tail) = prompt.split_at(task.sot_index + 1);
+    scorer.feed(head, head.len(), &mut logits)?;
+    let no_speech_prob = {
+        let mut row = logits.clone();
+        log_softmax_in_place(&mut row);
+        row.get(task.no_speech as usize).map_or(0.0, |lp| lp.exp())
+    };
+    if !tail.is_empty() {
+        scorer.feed(tail, tail.len(), &mut logits)?;
+    }
+    Ok((logits, no_speech_prob))
+}
+
+/// Decode one window with `strategy`.
+pub fn decode(scorer: &mut dyn TokenScorer, task: &DecodeTask, strategy: DecodeStrategy) -> Result<Hypothesis> {
+    strategy.validate()?;
+    let _span = tracing::debug_span!("decode", t = task.temperature, ?strategy).entered();
+    match strategy {
+        DecodeStrategy::Beam { beam_size, patience } if task.temperature == 0.0 && beam_size > 1 => {
+            beam_search(scorer, task, beam_size, patience)
+        }
+        DecodeStrategy::Greedy { best_of } if task.temperature > 0.0 => sample(scorer, task, best_of),
+        DecodeStrategy::Beam { .. } if task.temperature > 0.0 => sample(scorer, task, 5),
+        _ => sample(scorer, task, 1),
+    }
+}
+
+/// Whisper's `MaximumLikelihoodRanker` score.
+fn rank_score(sum_logprob: f64, len: usize, length_penalty: Option<f32>) -> f64 {
+    let penalty = match length_penalty {
+        None => len as f64,
+        Some(alpha) => ((5.0 + len as f64) / 6.0).powf(f64::from(alpha)),
+    };
+    if penalty > 0.0 {
+        sum_logprob / penalty
+    } else {
+        sum_logprob
+    }
+}
+
+fn finish(candidates: Vec<(Vec<u32>, f64, bool)>, task: &DecodeTask, no_speech_prob: f32) -> Hypothesis {
+    let best = candidates
+        .into_iter()
+        .map(|(tokens, lp, rep)| (rank_score(lp, tokens.len(), task.length_penalty), tokens, lp, rep))
+        .fold(None::<(f64, Vec<u32>, f64, bool)>, |best, c| match best {
+            Some(b) if b.0 >= c.0 => Some(b),
+            _ => Some(c),
+        });
+    let (_, tokens, sum_logprob, repetitive) = best.unwrap_or((0.0, Vec::new(), 0.0, false));
+    Hypothesis {
+        avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
+        tokens,
+        sum_logprob,
+        no_speech_prob,
+        temperature: task.temperature,
+        repetitive,
+    }
+}
+
+/// Greedy (temperature 0, one row) or sampling (`rows` candidates at temperature > 0).
+fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Result<Hypothesis> {
+    let v = scorer.n_vocab();
+    let (first, no_speech_prob) = prefill(scorer, task)?;
+    let mut logits = Vec::with_capacity(rows * v);
+    for _ in 0..rows {
+        logits.extend_from_slice(&first);
+    }
+    if rows > 1 {
+        scorer.reorder(&vec![0; rows])?;
+    }
+    let mut rng = SmallRng::seed_from_u64(task.seed);
+    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); rows];
+    let mut sum_lp = vec![0f64; rows];
+    let mut done = vec![false; rows];
+    let mut repetitive = vec![false; rows];
+    let mut next = vec![task.eot; rows];
+    for step in 0..task.max_tokens {
+        for r in 0..rows {
+            if done[r] {
+                next[r] = task.eot;
+                continue;
+            }
+            let row = &mut logits[r * v..(r + 1) * v];
+            task.filters.apply(row, &tokens[r]);
+            let token = if task.temperature > 0.0 {
+                sample_row(row, task.temperature, &mut rng)
+            } else {
+                argmax(row)
+            };
+            log_softmax_in_place(row);
+            sum_lp[r] += f64::from(row[token as usize]);
+            next[r] = token;
+            if token == task.eot {
+                done[r] = true;
+            } else {
+                tokens[r].push(token);
+                if repeated_tail(&tokens[r]).is_some() {
+                    repetitive[r] = true;
+                    done[r] = true;
+                }
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == task.max_tokens {
+            break;
+        }
+        scorer.feed(&next, 1, &mut logits)?;
+    }
+    let candidates = tokens
+        .into_iter()
+        .zip(sum_lp)
+        .zip(repetitive)
+        .map(|((t, lp), rep)| (t, lp, rep))
+        .collect();
+    Ok(finish(candidates, task, no_speech_prob))
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Sample from softmax(row / temperature).
+fn sample_row(row: &[f32], temperature: f32, rng: &mut SmallRng) -> u32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = row.iter().map(|&x| f64::from((x - max) / temperature).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return argmax(row);
+    }
+    let mut pick = rng.random::<f64>() * total;
+    for (i, w) in weights.iter().enumerate() {
+        pick -= w;
+        if pick <= 0.0 && *w > 0.0 {
+            return i as u32;
+        }
+    }
+    argmax(row)
+}
+
+/// Indices of the `k` largest values, best first.
+fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &x) in row.iter().enumerate() {
+        if x == f32::NEG_INFINITY || (best.len() == k && x <= best[k - 1].1) {
+            continue;
+        }
+        let pos = best.partition_point(|&(_, y)| y >= x);
+        best.insert(pos, (i as u32, x));
+        best.truncate(k);
+    }
+    best
+}
+
+/// Whisper's `BeamSearchDecoder` for one audio: keep `beam_size` live sequences, collect up to
+/// `round(beam_size × patience)` finished ones, rank them by length-normalised log-prob.
+fn beam_search(scorer: &mut dyn TokenScorer, task: &DecodeTask, beam_size: usize, patience: f32) -> Result<Hypothesis> {
+    let v = scorer.n_vocab();
+    let max_candidates = ((beam_size as f32 * patience).round() as usize).max(1);
+    let (first, no_speech_prob) = prefill(scorer, task)?;
+    // One live row after the prefill; it fans out after the first step.
+    let mut beams: Vec<(Vec<u32>, f64)> = vec![(Vec::new(), 0.0)];
+    let mut logits = first;
+    let mut finished: Vec<(Vec<u32>, f64, bool)> = Vec::new();
+    for step in 0..task.max_tokens {
+        // Every extension of every beam by one of its top beam_size + 1 tokens.
+        let mut extended: Vec<(Vec<u32>, f64, usize)> = Vec::with_capacity(beams.len() * (beam_size + 1));
+        for (j, (prefix, sum)) in beams.iter().enumerate() {
+            let row = &mut logits[j * v..(j + 1) * v];
+            task.filters.apply(row, prefix);
+            log_softmax_in_place(row);
+            for (token, lp) in top_k(row, beam_size + 1) {
+                let mut seq = prefix.clone();
+                seq.push(token);
+                let score = sum + f64::from(lp);
+                // Identical sequences (identical beams) collapse, as in Whisper's dict.
+                if let Some(e) = extended.iter_mut().find(|e| e.0 == seq) {
+                    *e = (seq, score, j);
+                } else {
+                    extended.push((seq, score, j));
+                }
+            }
+        }
+        extended.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut live: Vec<(Vec<u32>, f64)> = Vec::with_capacity(beam_size);
+        let mut source = Vec::with_capacity(beam_size);
+        let mut newly_finished = Vec::new();
+        for (seq, score, j) in extended {
+            if seq.last() == Some(&task.eot) {
+                newly_finished.push((seq[..seq.len() - 1].to_vec(), score, false));
+            } else if repeated_tail(&seq).is_some() {
+                // A loop: finish it as it stands, flagged, rather than extend it.
+                newly_finished.push((seq, score, true));
+            } else {
+                live.push((seq, score));
+                source.push(j);
+                if live.len() == beam_size {
+                    break;
+                }
+            }
+        }
+        for f in newly_finished {
+            if finished.len() >= max_candidates {
+                break;
+            }
+            finished.push(f);
+        }
+        if finished.len() >= max_candidates || live.is_empty() || step + 1 == task.max_tokens {
+            beams = live;
+            break;
+        }
+        scorer.reorder(&source)?;
+        let next: Vec<u32> = live.iter().map(|(seq, _)| seq[seq.len() - 1]).collect();
+        scorer.feed(&next, 1, &mut logits)?;
+        beams = live;
+    }
+    // Not enough finished: the live beams count as finished here (Whisper's `finalize`).
+    if finished.len() < beam_size {
+        let mut rest = beams;
+        rest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (seq, score) in rest {
+            if finished.len() >= beam_size {
+                break;
+            }
+            let rep = repeated_tail(&seq).is_some();
+            finished.push((seq, score, rep));
+        }
+    }
+    Ok(finish(finished, task, no_speech_prob))
+}
+
+/// The repetition guard: does `tokens` end with a block of 1..=16 tokens repeated so often that
+/// it covers ≥ 24 tokens (and at least 4 times)? Returns (period, repeats). Real speech does
+/// repeat words ("no, no, no"), so the bar is a loop no speaker produces; Whisper's failure mode
+/// is the same phrase over and over until the token limit.
+pub fn repeated_tail(tokens: &[u32]) -> Option<(usize, usize)> {
+    const MAX_PERIOD: usize = 16;
+    const MIN_SPAN: usize = 24;
+    const MIN_REPEATS: usize = 4;
+    for period in 1..=MAX_PERIOD.min(tokens.len() / MIN_REPEATS) {
+        let tail = &tokens[tokens.len() - period..];
+        let mut repeats = 1;
+        while (repeats + 1) * period <= tokens.len() {
+            let start = tokens.len() - (repeats + 1) * period;
+            if &tokens[start..start + period] != tail {
+                break;
+            }
+            repeats += 1;
+        }
+        if repeats >= MIN_REPEATS && repeats * period >= MIN_SPAN {
+            return Some((period, repeats));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::decode::rules::FilterOptions;
+    use crate::model::{Language, SpecialTokens};
+
+    pub(crate) fn tiny_en() -> SpecialTokens {
+        SpecialTokens {
+            eot: 50256,
+            sot: 50257,
+            translate: 50357,
+            transcribe: 50358,
+            sot_lm: 50359,
+            sot_prev: 50360,
+            no_speech: 50361,
+            no_timestamps: 50362,
+            timestamp_begin: 50363,
+            blank: 220,
+            languages: vec![Language {
+                code: "en".into(),
+                token: 50258,
+            }],
+            non_speech: vec![1, 2, 7],
+        }
+    }
+    pub(crate) const V: usize = 51864;
+
+    /// A fake decoder: the logits depend only on the tokens fed so far, through a script
+    /// `f(history) -> [(token, logit)]` (all other tokens get −20).
+    pub(crate) struct Scripted<F: Fn(&[u32]) -> Vec<(u32, f32)>> {
+        pub script: F,
+        pub rows: Vec<Vec<u32>>,
+        pub feeds: usize,
+    }
+
+    impl<F: Fn(&[u32]) -> Vec<(u32, f32)>> TokenScorer for Scripted<F> {
+        fn n_vocab(&self) -> usize {
+            V
+        }
+        fn reset(&mut self, batch: usize) -> Result<()> {
+            self.rows = vec![Vec::new(); batch];
+            Ok(())
+        }
+        fn feed(&mut self, tokens: &[u32], n: usize, logits: &mut Vec<f32>) -> Result<()> {
+            self.feeds += 1;
+            logits.clear();
+            for (r, row) in self.rows.iter_mut().enumerate() {
+                row.extend_from_slice(&tokens[r * n..(r + 1) * n]);
+                let mut l = vec![-20.0; V];
+                for (t, x) in (self.script)(row) {
+                    l[t as usize] = x;
+                }
+                logits.extend_from_slice(&l);
+            }
+            Ok(())
+        }
+        fn reorder(&mut self, source: &[usize]) -> Result<()> {
+            self.rows = source.iter().map(|&s| self.rows[s].clone()).collect();
+            Ok(())
+        }
+    }
+
+    pub(crate) fn scripted<F: Fn(&[u32]) -> Vec<(u32, f32)>>(script: F) -> Scripted<F> {
+        Scripted {
+            script,
+            rows: Vec::new(),
+            feeds: 0,
+        }
+    }
+
+    const SOT: u32 = 50257;
+    const NOTS: u32 = 50362;
+    const EOT: u32 = 50256;
+
+    fn task<'a>(prompt: &'a [u32], filters: &'a LogitFilters) -> DecodeTask<'a> {
+        DecodeTask {
+            prompt,
+            sot_index: prompt.iter().position(|&t| t == SOT).unwrap(),
+            filters,
+            max_tokens: 50,
+            temperature: 0.0,
+            length_penalty: None,
+            eot: EOT,
+            no_speech: 50361,
+            seed: 0,
+        }
+    }
+
+    fn no_ts() -> LogitFilters {
+        LogitFilters::new(
+            &tiny_en(),
+            &FilterOptions {
+                timestamps: false,
+                ..FilterOptions::default()
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn greedy_follows_the_best_path_and_stops_at_eot() {
+        // " And so my" then end-of-text.
+        let mut s = scripted(|h: &[u32]| match h.len() {
+            2 => vec![(843, 5.0)],
+            3 => vec![(523, 5.0)],
+            4 => vec![(616, 5.0)],
+            _ => vec![(EOT, 5.0)],
+        });
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let h = decode(&mut s, &task(&prompt, &filters), DecodeStrategy::Greedy { best_of: 1 }).unwrap();
+        assert_eq!(h.tokens, vec![843, 523, 616]);
+        assert!(h.avg_logprob < 0.0 && h.avg_logprob > -0.01);
+        assert!(!h.repetitive);
+    }
+
+    #[test]
+    fn no_speech_probability_comes_from_the_sot_position() {
+        let mut s = scripted(|h: &[u32]| match h.last() {
+            Some(&SOT) => vec![(50361, 10.0)],
+            _ => vec![(EOT, 5.0), (843, 4.0)],
+        });
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let h = decode(&mut s, &task(&prompt, &filters), DecodeStrategy::Greedy { best_of: 1 }).unwrap();
+        assert!(h.no_speech_prob > 0.9, "{}", h.no_speech_prob);
+        assert_eq!(h.tokens, vec![843], "end-of-text is suppressed as the first token");
+    }
+
+    #[test]
+    fn beam_search_finds_a_better_sequence_than_greedy() {
+        // Greedy takes A (logit 2 vs 1.5) but A leads to a flat, unlikely continuation;
+        // B leads to a confident end.
+        const A: u32 = 100;
+        const B: u32 = 200;
+        let script = |h: &[u32]| -> Vec<(u32, f32)> {
+            match h.get(2..).unwrap_or(&[]) {
+                [] => vec![(A, 2.0), (B, 1.5)],
+                [A] => (300..340).map(|t| (t, 0.0)).collect(),
+                [A, _] => vec![(EOT, 5.0)],
+                [B] => vec![(EOT, 10.0)],
+                _ => vec![(EOT, 5.0)],
+            }
+        };
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let g = decode(
+            &mut scripted(script),
+            &task(&prompt, &filters),
+            DecodeStrategy::Greedy { best_of: 1 },
+        )
+        .unwrap();
+        assert_eq!(g.tokens[0], A);
+        let b = decode(
+            &mut scripted(script),
+            &task(&prompt, &filters),
+            DecodeStrategy::Beam {
+                beam_size: 5,
+                patience: 1.0,
+            },
+        )
+        .unwrap();
+        assert_eq!(b.tokens, vec![B]);
+        assert!(b.sum_logprob > g.sum_logprob);
+    }
+
+    #[test]
+    fn token_budget_stops_a_runaway_window() {
+        let mut s = scripted(|h: &[u32]| vec![(1000 + h.len() as u32, 5.0)]);
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let mut t = task(&prompt, &filters);
+        t.max_tokens = 7;
+        let h = decode(&mut s, &t, DecodeStrategy::Greedy { best_of: 1 }).unwrap();
+        assert_eq!(h.tokens.len(), 7);
+    }
+
+    #[test]
+    fn repetition_guard_stops_a_loop() {
+        // "he could wait no longer." over and over.
+        let phrase = [679, 714, 4043, 645, 2392, 13];
+        let mut s = scripted(move |h: &[u32]| vec![(phrase[(h.len() - 2) % phrase.len()], 5.0)]);
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let mut t = task(&prompt, &filters);
+        t.max_tokens = 200;
+        let h = decode(&mut s, &t, DecodeStrategy::Greedy { best_of: 1 }).unwrap();
+        assert!(h.repetitive);
+        assert!(h.tokens.len() < 40, "{}", h.tokens.len());
+    }
+
+    #[test]
+    fn sampling_is_reproducible_for_a_seed() {
+        let script = |_: &[u32]| (300..310).map(|t| (t, 1.0)).chain([(EOT, 0.5)]).collect();
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let mut t = task(&prompt, &filters);
+        t.temperature = 1.0;
+        t.seed = 7;
+        let a = decode(&mut scripted(script), &t, DecodeStrategy::Greedy { best_of: 3 }).unwrap();
+        let b = decode(&mut scripted(script), &t, DecodeStrategy::Greedy { best_of: 3 }).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.temperature, 1.0);
+    }
+
+    #[test]
+    fn repeated_tail_needs_a_real_loop() {
+        assert_eq!(repeated_tail(&[5; 30]), Some((1, 30)));
+        assert_eq!(
+            repeated_tail(&[5; 10]),
+            None,
+            "ten repeats of a word is still below the span"
+        );
+        let mut loop6: Vec<u32> = Vec::new();
+        for _ in 0..5 {
+            loop6.extend([1, 2, 3, 4, 5, 6]);
+        }
+        assert_eq!(repeated_tail(&loop6), Some((6, 5)));
+        assert_eq!(repeated_tail(&[1, 2, 3, 1, 2, 3, 4]), None);
+    }
+
+    #[test]
+    fn strategy_validation_names_the_field() {
+        let e = DecodeStrategy::Beam {
+            beam_size: 0,
+            patience: 1.0,
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("beam_size"));
+    }
+}

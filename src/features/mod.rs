@@ -1,0 +1,17 @@
+//! Front end: 16 kHz mono samples in, Whisper's log-Mel spectrogram out.
+//!
+//! [`LogMel`] reproduces `log_mel_spectrogram` from openai/whisper `whisper/audio.py`
+//! (release 20250625) up to the log step; normalisation ([`Mel::normalize_whisper`], or
+//! [`normalize_whisper`] on any slice) is separate because batch decoding normalises over a
+//! whole file and streaming over one window. See [`mel`] for the numeric details.
+
+pub mod mel;
+
+pub use mel::{HOP_LENGTH, LOG10_FLOOR, LogMel, Mel, N_FFT, N_FREQS, normalize_whisper};
+
+/// Errors from building the front end.
+#[derive(Debug, thiserror::Error)]
+pub enum FeatureError {
+    #[error("unsupported mel bin count {0}: Whisper models use 80 or 128")]
+    UnsupportedMelCount(usize),
+}

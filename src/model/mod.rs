@@ -1,0 +1,486 @@
+//! The model boundary: which files make a Whisper export, what its metadata says, and the
+//! encoder/decoder graphs behind ONNX Runtime sessions.
+//!
+//! Two layouts load, both with the sherpa-onnx tensor names (see [`encoder`] and [`decoder`]
+//! for the exact contracts):
+//! - steno's own export (`models/export_whisper.py`): dynamic mel length, dynamic self-attention
+//!   cache length, last-position logits, plus a `cross_qk` output for word timestamps;
+//! - sherpa-onnx's export (`scripts/whisper/export-onnx.py`): 3000 mel frames, a 448-position
+//!   cache, logits for every position.
+//!
+//! The layout is read off the graphs' declared shapes at load, never guessed from file names.
+//! Dimensions and special token ids come from the encoder's `metadata_props`.
+//! [`WhisperModel`] is the weights (sessions, read-only data); everything that changes while
+//! transcribing (caches, mel, transcript) lives with the caller.
+
+pub mod decoder;
+pub mod encoder;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::runtime::Runtime;
+use crate::tokenizer::Tokenizer;
+pub use decoder::{Decoder, KvCache};
+pub use encoder::{CrossKv, Encoder};
+
+/// Which weights of an export to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelVariant {
+    /// `*-encoder.onnx`, `*-decoder.onnx`.
+    #[default]
+    Fp32,
+    /// `*-encoder.int8.onnx`, `*-decoder.int8.onnx` (dynamic int8 MatMul weights).
+    Int8,
+}
+
+impl std::str::FromStr for ModelVariant {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" | "float32" => Ok(ModelVariant::Fp32),
+            "int8" => Ok(ModelVariant::Int8),
+            other => Err(Error::config(
+                "model_variant",
+                format!("`{other}` is not one of fp32, int8"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ModelVariant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelVariant::Fp32 => "fp32",
+            ModelVariant::Int8 => "int8",
+        })
+    }
+}
+
+/// The three files of a Whisper export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelFiles {
+    pub dir: PathBuf,
+    pub encoder: PathBuf,
+    pub decoder: PathBuf,
+    pub tokens: PathBuf,
+    pub variant: ModelVariant,
+}
+
+impl ModelFiles {
+    /// Find `<prefix>-encoder[.int8].onnx`, `<prefix>-decoder[.int8].onnx` and `<prefix>-tokens.txt`
+    /// in `dir`. `provision_hint` is the command that creates the folder, for the error message.
+    pub fn discover(dir: &Path, variant: ModelVariant, provision_hint: &str) -> Result<ModelFiles> {
+        let missing = |problem: String| Error::ModelMissing {
+            dir: dir.to_path_buf(),
+            problem,
+            fix: format!("run `{provision_hint}`"),
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| missing(format!("cannot read the model folder ({e})")))?;
+        let suffix = match variant {
+            ModelVariant::Fp32 => "-encoder.onnx",
+            ModelVariant::Int8 => "-encoder.int8.onnx",
+        };
+        let mut prefixes: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(suffix))
+                    .map(str::to_owned)
+            })
+            .collect();
+        prefixes.sort();
+        let prefix = match prefixes.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(missing(format!("no `*{suffix}` file"))),
+            many => {
+                return Err(missing(format!(
+                    "several exports ({}); keep one per folder",
+                    many.join(", ")
+                )));
+            }
+        };
+        let (enc, dec) = match variant {
+            ModelVariant::Fp32 => ("encoder.onnx", "decoder.onnx"),
+            ModelVariant::Int8 => ("encoder.int8.onnx", "decoder.int8.onnx"),
+        };
+        let files = ModelFiles {
+            dir: dir.to_path_buf(),
+            encoder: dir.join(format!("{prefix}-{enc}")),
+            decoder: dir.join(format!("{prefix}-{dec}")),
+            tokens: dir.join(format!("{prefix}-tokens.txt")),
+            variant,
+        };
+        for f in [&files.decoder, &files.tokens] {
+            if !f.is_file() {
+                return Err(missing(format!("{} is missing", f.display())));
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// A language the model knows: its code (`en`) and token id (`<|en|>`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Language {
+    pub code: String,
+    pub token: u32,
+}
+
+/// Special token ids, from the model's metadata (never hard-coded per model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecialTokens {
+    pub eot: u32,
+    pub sot: u32,
+    pub transcribe: u32,
+    pub translate: u32,
+    pub sot_prev: u32,
+    pub sot_lm: u32,
+    pub no_speech: u32,
+    pub no_timestamps: u32,
+    /// `<|0.00|>`; every later id is 0.02 s more.
+    pub timestamp_begin: u32,
+    /// The token of " " (suppressed as a first token).
+    pub blank: u32,
+    pub languages: Vec<Language>,
+    /// Symbols Whisper never lets the model emit (its default `suppress_tokens`).
+    pub non_speech: Vec<u32>,
+}
+
+impl SpecialTokens {
+    /// The token of a language code, if the model has it.
+    pub fn language(&self, code: &str) -> Option<u32> {
+        self.languages.iter().find(|l| l.code == code).map(|l| l.token)
+    }
+
+    /// Is `token` a timestamp?
+    pub fn is_timestamp(&self, token: u32) -> bool {
+        token >= self.timestamp_begin
+    }
+}
+
+/// Dimensions of the network, from the model's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSpec {
+    /// e.g. `whisper-tiny.en`.
+    pub model_type: String,
+    pub n_mels: usize,
+    /// Encoder positions for 30 s (1500): the longest window, in encoder frames.
+    pub n_audio_ctx: usize,
+    pub n_text_ctx: usize,
+    pub n_text_state: usize,
+    pub n_text_layer: usize,
+    pub n_vocab: usize,
+    pub multilingual: bool,
+    /// (decoder layer, head) pairs whose cross attention follows the audio (word timestamps).
+    pub alignment_heads: Vec<(usize, usize)>,
+}
+
+impl ModelSpec {
+    /// Mel frames in the longest window (3000 = 30 s).
+    pub fn max_mel_frames(&self) -> usize {
+        self.n_audio_ctx * 2
+    }
+}
+
+/// Typed access to `metadata_props`, with errors naming the file and key.
+struct Metadata<'a> {
+    path: &'a Path,
+    map: HashMap<String, String>,
+}
+
+impl Metadata<'_> {
+    fn raw(&self, key: &str) -> Result<&str> {
+        self.map.get(key).map(String::as_str).ok_or_else(|| Error::Metadata {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            problem: "missing".into(),
+        })
+    }
+
+    fn num<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        let raw = self.raw(key)?;
+        raw.trim().parse().map_err(|_| Error::Metadata {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            problem: format!("`{raw}` is not a number"),
+        })
+    }
+
+    fn list<T: std::str::FromStr>(&self, key: &str) -> Result<Vec<T>> {
+        let raw = self.raw(key)?;
+        raw.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse().map_err(|_| Error::Metadata {
+                    path: self.path.to_path_buf(),
+                    key: key.into(),
+                    problem: format!("`{s}` is not a number"),
+                })
+            })
+            .collect()
+    }
+}
+
+fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpec, SpecialTokens)> {
+    let md = Metadata { path, map };
+    let multilingual = md.num::<u32>("is_multilingual")? != 0;
+    let n_vocab: usize = md.num("n_vocab")?;
+    let no_timestamps: u32 = md.num("no_timestamps")?;
+    // sherpa-onnx does not store <|0.00|>; in every Whisper vocabulary it follows <|notimestamps|>.
+    let timestamp_begin = match md.map.get("timestamp_begin") {
+        Some(_) => md.num("timestamp_begin")?,
+        None => no_timestamps + 1,
+    };
+    let lang_tokens: Vec<u32> = md.list("all_language_tokens")?;
+    let lang_codes: Vec<String> = md
+        .raw("all_language_codes")?
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if lang_tokens.len() != lang_codes.len() {
+        return Err(Error::Metadata {
+            path: path.to_path_buf(),
+            key: "all_language_codes".into(),
+            problem: format!("{} codes for {} language tokens", lang_codes.len(), lang_tokens.len()),
+        });
+    }
+    let alignment_heads = match md.map.get("alignment_heads") {
+        None => Vec::new(),
+        Some(raw) => raw
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|pair| {
+                let (l, h) = pair.trim().split_once(':').unwrap_or(("", ""));
+                match (l.parse(), h.parse()) {
+                    (Ok(l), Ok(h)) => Ok((l, h)),
+                    _ => Err(Error::Metadata {
+                        path: path.to_path_buf(),
+                        key: "alignment_heads".into(),
+                        problem: format!("`{pair}` is not `layer:head`"),
+                    }),
+                }
+            })
+            .collect::<Result<_>>()?,
+    };
+    let spec = ModelSpec {
+        model_type: md.raw("model_type").unwrap_or("whisper").to_owned(),
+        n_mels: md.num("n_mels")?,
+        n_audio_ctx: md.num("n_audio_ctx")?,
+        n_text_ctx: md.num("n_text_ctx")?,
+        n_text_state: md.num("n_text_state")?,
+        n_text_layer: md.num("n_text_layer")?,
+        n_vocab,
+        multilingual,
+        alignment_heads,
+    };
+    let tokens = SpecialTokens {
+        eot: md.num("eot")?,
+        sot: md.num("sot")?,
+        transcribe: md.num("transcribe")?,
+        translate: md.num("translate")?,
+        sot_prev: md.num("sot_prev")?,
+        sot_lm: md.num("sot_lm")?,
+        no_speech: md.num("no_speech")?,
+        no_timestamps,
+        timestamp_begin,
+        blank: md.num("blank_id")?,
+        languages: lang_codes
+            .into_iter()
+            .zip(lang_tokens)
+            .map(|(code, token)| Language { code, token })
+            .collect(),
+        non_speech: md.list("non_speech_tokens")?,
+    };
+    let check = |key: &str, id: u32| -> Result<()> {
+        if (id as usize) < n_vocab {
+            Ok(())
+        } else {
+            Err(Error::Metadata {
+                path: path.to_path_buf(),
+                key: key.into(),
+                problem: format!("token id {id} is outside the vocabulary ({n_vocab})"),
+            })
+        }
+    };
+    for (key, id) in [
+        ("eot", tokens.eot),
+        ("sot", tokens.sot),
+        ("transcribe", tokens.transcribe),
+        ("translate", tokens.translate),
+        ("no_speech", tokens.no_speech),
+        ("no_timestamps", tokens.no_timestamps),
+        ("timestamp_begin", tokens.timestamp_begin),
+    ] {
+        check(key, id)?;
+    }
+    if spec.n_mels != 80 && spec.n_mels != 128 {
+        return Err(Error::Metadata {
+            path: path.to_path_buf(),
+            key: "n_mels".into(),
+            problem: format!("{} mel bins; Whisper uses 80 or 128", spec.n_mels),
+        });
+    }
+    Ok((spec, tokens))
+}
+
+/// A loaded Whisper model: both graphs, dimensions, special tokens and the token table.
+/// Owned by the inference worker (ONNX Runtime sessions run with `&mut`).
+pub struct WhisperModel {
+    pub files: ModelFiles,
+    pub spec: ModelSpec,
+    pub tokens: SpecialTokens,
+    pub tokenizer: Arc<Tokenizer>,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+}
+
+impl std::fmt::Debug for WhisperModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhisperModel")
+            .field("files", &self.files)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WhisperModel {
+    /// Load and check both graphs and the token table.
+    pub fn load(runtime: &Runtime, files: ModelFiles) -> Result<WhisperModel> {
+        let _span = tracing::info_span!("load_model", dir = %files.dir.display(), variant = %files.variant).entered();
+        let encoder_session = runtime.session(&files.encoder)?;
+        let metadata = {
+            let md = encoder_session
+                .metadata()
+                .map_err(Error::ort(format!("reading metadata of {}", files.encoder.display())))?;
+            let keys = md
+                .custom_keys()
+                .map_err(Error::ort(format!("reading metadata of {}", files.encoder.display())))?;
+            keys.into_iter()
+                .filter_map(|k| md.custom(&k).map(|v| (k, v)))
+                .collect::<HashMap<_, _>>()
+        };
+        let (spec, tokens) = parse_metadata(&files.encoder, metadata)?;
+        let encoder = Encoder::new(encoder_session, &files.encoder, &spec)?;
+        let decoder = Decoder::new(runtime.session(&files.decoder)?, &files.decoder, &spec)?;
+        let tokenizer = Tokenizer::load(&files.tokens, tokens.eot)?;
+        tracing::debug!(?spec, "model loaded");
+        Ok(WhisperModel {
+            files,
+            spec,
+            tokens,
+            tokenizer: Arc::new(tokenizer),
+            encoder,
+            decoder,
+        })
+    }
+}
+
+/// Check one declared input/output of a session: present, element type, rank.
+pub(crate) fn check_outlet(
+    path: &Path,
+    outlets: &[ort::value::Outlet],
+    name: &str,
+    ty: ort::value::TensorElementType,
+    rank: usize,
+) -> Result<Vec<i64>> {
+    let contract = |problem: String| Error::Contract {
+        path: path.to_path_buf(),
+        tensor: name.into(),
+        problem,
+    };
+    let outlet = outlets.iter().find(|o| o.name() == name).ok_or_else(|| {
+        let have: Vec<&str> = outlets.iter().map(|o| o.name()).collect();
+        contract(format!("missing (the graph has: {})", have.join(", ")))
+    })?;
+    match outlet.dtype() {
+        ort::value::ValueType::Tensor { ty: actual, shape, .. } => {
+            if *actual != ty {
+                return Err(contract(format!("element type {actual:?}, expected {ty:?}")));
+            }
+            if shape.len() != rank {
+                return Err(contract(format!("rank {}, expected {rank}", shape.len())));
+            }
+            Ok(shape.to_vec())
+        }
+        other => Err(contract(format!("is a {other:?}, expected a tensor"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sherpa_tiny_en() -> HashMap<String, String> {
+        // The metadata sherpa-onnx's export-onnx.py writes for tiny.en (values from its tokenizer).
+        [
+            ("model_type", "whisper-tiny.en"),
+            ("n_mels", "80"),
+            ("n_audio_ctx", "1500"),
+            ("n_audio_state", "384"),
+            ("n_text_ctx", "448"),
+            ("n_text_state", "384"),
+            ("n_text_layer", "4"),
+            ("n_vocab", "51864"),
+            ("is_multilingual", "0"),
+            ("eot", "50256"),
+            ("sot", "50257"),
+            ("transcribe", "50358"),
+            ("translate", "50357"),
+            ("sot_prev", "50360"),
+            ("sot_lm", "50359"),
+            ("no_speech", "50361"),
+            ("no_timestamps", "50362"),
+            ("blank_id", "220"),
+            ("all_language_tokens", "50258,50259"),
+            ("all_language_codes", "en,zh"),
+            ("non_speech_tokens", "1,2,7"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    #[test]
+    fn sherpa_metadata_parses_and_derives_timestamp_begin() {
+        let (spec, tokens) = parse_metadata(Path::new("m.onnx"), sherpa_tiny_en()).unwrap();
+        assert_eq!(spec.n_text_layer, 4);
+        assert!(!spec.multilingual);
+        assert_eq!(tokens.timestamp_begin, 50363);
+        assert_eq!(tokens.language("en"), Some(50258));
+        assert!(spec.alignment_heads.is_empty());
+    }
+
+    #[test]
+    fn missing_key_names_the_key_and_file() {
+        let mut md = sherpa_tiny_en();
+        md.remove("eot");
+        let err = parse_metadata(Path::new("x/enc.onnx"), md).unwrap_err().to_string();
+        assert_eq!(err, "x/enc.onnx: metadata `eot`: missing");
+    }
+
+    #[test]
+    fn out_of_vocabulary_token_is_rejected() {
+        let mut md = sherpa_tiny_en();
+        md.insert("no_speech".into(), "99999".into());
+        let err = parse_metadata(Path::new("enc.onnx"), md).unwrap_err().to_string();
+        assert!(
+            err.contains("`no_speech`") && err.contains("outside the vocabulary"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn alignment_heads_parse() {
+        let mut md = sherpa_tiny_en();
+        md.insert("alignment_heads".into(), "1:0,2:5".into());
+        let (spec, _) = parse_metadata(Path::new("enc.onnx"), md).unwrap();
+        assert_eq!(spec.alignment_heads, vec![(1, 0), (2, 5)]);
+    }
+}

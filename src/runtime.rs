@@ -1,0 +1,280 @@
+//! ONNX Runtime: where its shared library is, loading it once per process, and building
+//! sessions on the chosen execution provider.
+//!
+//! `ort` is built with `load-dynamic`, so nothing links against ONNX Runtime at build time; the
+//! library is `dlopen`ed here. Search order (first hit wins):
+//! 1. [`RuntimeConfig::library`] (the CLI's `--ort-library`),
+//! 2. the `ORT_DYLIB_PATH` environment variable,
+//! 3. `<models dir>/runtime-gpu/libonnxruntime.so` when the device is `cuda` or `auto`,
+//! 4. `<models dir>/runtime/libonnxruntime.so` (what `models/provision` installs),
+//! 5. `libonnxruntime.so` next to the executable.
+//!
+//! A process can hold only one ONNX Runtime library, so the first [`Runtime::get`] decides it;
+//! later calls get the same runtime back (or an error if they ask for a different library).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+
+use crate::error::{Error, Result};
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// NVIDIA CUDA; an error (never a silent CPU fallback) when it cannot run.
+    Cuda,
+    /// CUDA when the CUDA provider loads, else CPU (logged).
+    Auto,
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            "auto" => Ok(Device::Auto),
+            other => Err(Error::config(
+                "device",
+                format!("`{other}` is not one of cpu, cuda, auto"),
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+            Device::Auto => "auto",
+        })
+    }
+}
+
+/// How ONNX Runtime is loaded and how sessions run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Execution provider. Default: CPU.
+    pub device: Device,
+    /// Intra-op threads per session; 0 = one per available core. Default: 0.
+    pub threads: usize,
+    /// Explicit path to `libonnxruntime.so`; `None` = search (see the module doc).
+    pub library: Option<PathBuf>,
+    /// Directory holding `runtime/` and the model folders. Default: [`default_models_dir`].
+    pub models_dir: PathBuf,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            device: Device::Cpu,
+            threads: 0,
+            library: None,
+            models_dir: default_models_dir(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Check values that do not need the library.
+    pub fn validate(&self) -> Result<()> {
+        if self.threads > 1024 {
+            return Err(Error::config(
+                "threads",
+                format!("{} is not a sensible thread count", self.threads),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Threads each session uses.
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// `$STENO_MODELS_DIR`, else the `models/` folder of the source tree steno was built from.
+pub fn default_models_dir() -> PathBuf {
+    match std::env::var_os("STENO_MODELS_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/models")),
+    }
+}
+
+/// The loaded ONNX Runtime: its environment and the provider sessions get.
+pub struct Runtime {
+    env: Environment,
+    library: PathBuf,
+    cuda: bool,
+    threads: usize,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("library", &self.library)
+            .field("cuda", &self.cuda)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
+static RUNTIME: Mutex<Option<Arc<Runtime>>> = Mutex::new(None);
+
+impl Runtime {
+    /// Load ONNX Runtime (once per process) and return it.
+    pub fn get(config: &RuntimeConfig) -> Result<Arc<Runtime>> {
+        config.validate()?;
+        // A poisoned lock only means another thread panicked while loading; the Option is intact.
+        let mut slot = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+        let library = find_library(config)?;
+        if let Some(rt) = slot.as_ref() {
+            if rt.library != library {
+                return Err(Error::config(
+                    "ort_library",
+                    format!(
+                        "ONNX Runtime is already loaded from {} in this process; cannot switch to {}",
+                        rt.library.display(),
+                        library.display()
+                    ),
+                ));
+            }
+            return Ok(Arc::clone(rt));
+        }
+        tracing::debug!(library = %library.display(), "loading ONNX Runtime");
+        let env = ort::init_from(&library)
+            .map_err(|e| Error::RuntimeLoad {
+                path: library.clone(),
+                source: ort::Error::new(e.to_string()),
+            })?
+            .with_name("steno")
+            .build()
+            .map_err(|source| Error::RuntimeLoad {
+                path: library.clone(),
+                source,
+            })?;
+        let cuda = match config.device {
+            Device::Cpu => false,
+            Device::Cuda => {
+                check_cuda(&library).map_err(|reason| Error::DeviceUnavailable {
+                    device: "cuda".into(),
+                    reason,
+                })?;
+                true
+            }
+            Device::Auto => match check_cuda(&library) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tracing::info!(%reason, "device auto: using the CPU");
+                    false
+                }
+            },
+        };
+        let rt = Arc::new(Runtime {
+            env,
+            library,
+            cuda,
+            threads: config.effective_threads(),
+        });
+        *slot = Some(Arc::clone(&rt));
+        Ok(rt)
+    }
+
+    /// The library this process loaded.
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    /// Whether sessions run on CUDA.
+    pub fn uses_cuda(&self) -> bool {
+        self.cuda
+    }
+
+    /// Build a session for the graph at `path`.
+    pub(crate) fn session(&self, path: &Path) -> Result<Session> {
+        let context = || format!("loading {}", path.display());
+        let mut builder = Session::builder(&self.env)
+            .map_err(Error::ort(context()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| Error::ort(context())(e.into()))?
+            .with_intra_threads(self.threads)
+            .map_err(|e| Error::ort(context())(e.into()))?;
+        if self.cuda {
+            builder = builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|e| Error::DeviceUnavailable {
+                    device: "cuda".into(),
+                    reason: format!("the CUDA execution provider failed to start: {e}"),
+                })?;
+        }
+        builder.commit_from_file(path).map_err(Error::ort(context()))
+    }
+}
+
+/// Can this library run the CUDA provider? The CPU wheel's library has no CUDA provider and the
+/// GPU wheel's needs `libonnxruntime_providers_cuda.so` beside it plus CUDA/cuDNN on the loader path.
+fn check_cuda(library: &Path) -> std::result::Result<(), String> {
+    let dir = library.parent().unwrap_or(Path::new("."));
+    let provider = dir.join("libonnxruntime_providers_cuda.so");
+    if !provider.exists() {
+        return Err(format!(
+            "{} has no CUDA provider ({} is missing); run `models/provision --gpu` (needs an NVIDIA driver, CUDA 12 and cuDNN 9) or use --device cpu",
+            library.display(),
+            provider.display()
+        ));
+    }
+    match <ort::ep::CUDA as ort::ep::ExecutionProvider>::is_available() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!(
+            "{} reports the CUDA provider as unavailable",
+            library.display()
+        )),
+        Err(e) => Err(format!("cannot query the CUDA provider: {e}")),
+    }
+}
+
+/// Find `libonnxruntime.so` (see the module doc for the order).
+fn find_library(config: &RuntimeConfig) -> Result<PathBuf> {
+    if let Some(explicit) = &config.library {
+        return if explicit.is_file() {
+            Ok(explicit.clone())
+        } else {
+            Err(Error::RuntimeMissing {
+                searched: vec![explicit.clone()],
+            })
+        };
+    }
+    if let Some(env) = std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        let path = PathBuf::from(env);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(Error::RuntimeMissing { searched: vec![path] })
+        };
+    }
+    let mut candidates = Vec::new();
+    if config.device != Device::Cpu {
+        candidates.push(config.models_dir.join("runtime-gpu/libonnxruntime.so"));
+    }
+    candidates.push(config.models_dir.join("runtime/libonnxruntime.so"));
+    if let Some(dir) = std::env::current_exe().ok().as_deref().and_then(Path::parent) {
+        candidates.push(dir.join("libonnxruntime.so"));
+    }
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or(Error::RuntimeMissing { searched: candidates })
+}

@@ -1,0 +1,481 @@
+//! Transcription of one clip of any length: Whisper's seek loop. A port of openai/whisper
+//! `transcribe.py` (release 20250625) over steno's pieces: windows of up to 30 s of log-mel
+//! go through the encoder once, the decoder searches tokens (with the temperature fallback
+//! ladder and quality gates), timestamp tokens split the output into segments, and the next
+//! window starts where the last complete segment ended, with the text so far as the prompt.
+//!
+//! Where steno differs from Whisper, on purpose:
+//! - a window holds only its audio plus [`TranscribeOptions::pad_s`] of padding when the encoder
+//!   takes dynamic lengths (Whisper always pads to 30 s): the encoder's cost follows the audio;
+//! - timestamps past the window's audio are suppressed, and each window has a token budget
+//!   (`max_tokens_per_second`), so a confused decoder cannot run to the context limit;
+//! - empty segments are dropped from the output instead of kept with empty text.
+//!
+//! In: a normalised [`Mel`] (whole clip) and options; out: a [`Transcript`] of [`Segment`]s with
+//! times in seconds on the clip's clock (monotonic).
+
+use crate::decode::quality::{QualityThresholds, compression_ratio, is_silence, needs_fallback};
+use crate::decode::rules::{FilterOptions, LogitFilters};
+use crate::decode::search::{self, DecodeStrategy, DecodeTask, Hypothesis, TokenScorer};
+use crate::decode::segments::split_window;
+use crate::error::{Error, Result};
+use crate::features::Mel;
+use crate::model::encoder::MelFrames;
+use crate::model::{CrossKv, Decoder, KvCache, WhisperModel};
+
+/// What to do with the speech.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Text in the spoken language.
+    #[default]
+    Transcribe,
+    /// English text from any language (multilingual models).
+    Translate,
+}
+
+impl std::str::FromStr for Task {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "transcribe" => Ok(Task::Transcribe),
+            "translate" => Ok(Task::Translate),
+            other => Err(Error::config(
+                "task",
+                format!("`{other}` is not one of transcribe, translate"),
+            )),
+        }
+    }
+}
+
+/// Settings of a transcription (documented defaults in [`TranscribeOptions::default`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TranscribeOptions {
+    pub task: Task,
+    /// Language code (`en`, `de`…); `None` = detect from the first window (multilingual models)
+    /// or English (English-only models).
+    pub language: Option<String>,
+    pub strategy: DecodeStrategy,
+    /// The temperature ladder: retry at the next temperature when a gate fails.
+    /// Default: 0.0, 0.2, 0.4, 0.6, 0.8, 1.0.
+    pub temperatures: Vec<f32>,
+    pub thresholds: QualityThresholds,
+    /// Prompt each window with the text so far (Whisper's `condition_on_previous_text`). Default: true.
+    pub condition_on_previous_text: bool,
+    pub filters: FilterOptions,
+    /// Token budget per window: 16 + this × the window's seconds. Default: 12.
+    pub max_tokens_per_second: f32,
+    /// Padding appended to a window's audio for dynamic-length encoders, in seconds. Default: 1.0.
+    pub pad_s: f32,
+    /// Shortest encoder window for dynamic-length encoders, in seconds (short clips are padded
+    /// up to it). Default: 10.
+    pub min_window_s: f32,
+    /// Seed of the sampler used at temperatures > 0. Default: 0.
+    pub seed: u64,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        TranscribeOptions {
+            task: Task::Transcribe,
+            language: None,
+            strategy: DecodeStrategy::Greedy { best_of: 5 },
+            temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+            thresholds: QualityThresholds::default(),
+            condition_on_previous_text: true,
+            filters: FilterOptions::default(),
+            max_tokens_per_second: 12.0,
+            pad_s: 5.0,
+            min_window_s: 10.0,
+            seed: 0,
+        }
+    }
+}
+
+impl TranscribeOptions {
+    /// Check values that do not depend on the model.
+    pub fn validate(&self) -> Result<()> {
+        self.strategy.validate()?;
+        if self.temperatures.is_empty() || self.temperatures.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(Error::config(
+                "temperatures",
+                "need at least one temperature, each ≥ 0 (e.g. 0,0.2,0.4,0.6,0.8,1)",
+            ));
+        }
+        if !(self.max_tokens_per_second.is_finite() && self.max_tokens_per_second > 0.0) {
+            return Err(Error::config("max_tokens_per_second", "must be a positive number"));
+        }
+        if !(self.min_window_s.is_finite() && (0.0..=30.0).contains(&self.min_window_s)) {
+            return Err(Error::config(
+                "min_window_s",
+                format!("{} is not in 0..=30 seconds", self.min_window_s),
+            ));
+        }
+        if !(self.pad_s.is_finite() && (0.0..=30.0).contains(&self.pad_s)) {
+            return Err(Error::config(
+                "pad_s",
+                format!("{} is not in 0..=30 seconds", self.pad_s),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Check the options against a loaded model (language, task).
+    pub fn check_model(&self, model: &WhisperModel) -> Result<()> {
+        if let Some(code) = &self.language {
+            if !model.spec.multilingual && code != "en" {
+                return Err(Error::config(
+                    "language",
+                    format!("`{code}`: {} is an English-only model", model.spec.model_type),
+                ));
+            }
+            if model.spec.multilingual && model.tokens.language(code).is_none() {
+                let known: Vec<&str> = model.tokens.languages.iter().map(|l| l.code.as_str()).collect();
+                return Err(Error::config(
+                    "language",
+                    format!("`{code}` is not a language of this model ({})", known.join(", ")),
+                ));
+            }
+        }
+        if self.task == Task::Translate && !model.spec.multilingual {
+            return Err(Error::config(
+                "task",
+                format!(
+                    "translate needs a multilingual model; {} is English-only",
+                    model.spec.model_type
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A timed piece of the transcript (Whisper's segment, with its quality fields).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Segment {
+    pub id: usize,
+    /// Seconds from the start of the audio.
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub avg_logprob: f64,
+    pub no_speech_prob: f32,
+    pub temperature: f32,
+    pub compression_ratio: f32,
+}
+
+/// The result of transcribing one clip.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Transcript {
+    pub segments: Vec<Segment>,
+    /// The language used (given or detected); `None` for English-only models.
+    pub language: Option<String>,
+    /// Seconds of audio.
+    pub duration: f64,
+}
+
+impl Transcript {
+    /// The whole text, segments joined as Whisper does (each segment's text starts with its space).
+    pub fn text(&self) -> String {
+        let joined: String = self.segments.iter().map(|s| s.text.as_str()).collect();
+        joined.trim().to_owned()
+    }
+}
+
+/// The decoder over one window's cross K/V, as a [`TokenScorer`] for the search.
+struct WindowScorer<'a> {
+    decoder: &'a mut Decoder,
+    cross: &'a CrossKv,
+    tiled: Option<CrossKv>,
+    cache: Option<KvCache>,
+}
+
+impl TokenScorer for WindowScorer<'_> {
+    fn n_vocab(&self) -> usize {
+        self.decoder.n_vocab()
+    }
+
+    fn reset(&mut self, batch: usize) -> Result<()> {
+        self.cache = Some(self.decoder.new_cache(batch)?);
+        Ok(())
+    }
+
+    fn feed(&mut self, tokens: &[u32], n: usize, logits: &mut Vec<f32>) -> Result<()> {
+        let cache = self
+            .cache
+            .as_mut()
+            .ok_or_else(|| Error::config("decoder", "feed before reset"))?;
+        let cross = if cache.batch() == 1 {
+            self.cross
+        } else {
+            if self.tiled.as_ref().is_none_or(|t| t.batch != cache.batch()) {
+                self.tiled = Some(self.cross.repeat(cache.batch())?);
+            }
+            self.tiled.as_ref().unwrap_or(self.cross)
+        };
+        let (out, _) = self.decoder.forward(tokens, n, cache, cross, false)?;
+        *logits = out;
+        Ok(())
+    }
+
+    fn reorder(&mut self, source: &[usize]) -> Result<()> {
+        let cache = self
+            .cache
+            .as_mut()
+            .ok_or_else(|| Error::config("decoder", "reorder before reset"))?;
+        self.decoder.reorder(cache, source)
+    }
+}
+
+/// Mel value of digital silence in a clip normalised by [`Mel::normalize_whisper`]: its floor,
+/// `max(x) − 8` in log10 units, i.e. `max(normalised) − 2` (and never below log10(1e-10)).
+/// Padding with it is what Whisper's 30 s of appended zero samples look like to the encoder;
+/// measured on LibriSpeech it beats openai/whisper's later habit of padding the mel with 0.0
+/// when the window is short (see the module doc).
+fn silence_value(mel: &Mel) -> f32 {
+    let max = mel.data().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let floor = (crate::features::LOG10_FLOOR + 4.0) / 4.0;
+    if max.is_finite() { (max - 2.0).max(floor) } else { floor }
+}
+
+/// The tokens that start every window: [<|startofprev|> prompt…] <|sot|> [lang task] [<|notimestamps|>].
+fn initial_tokens(
+    model: &WhisperModel,
+    language: Option<u32>,
+    task: Task,
+    timestamps: bool,
+    prompt: &[u32],
+) -> (Vec<u32>, usize) {
+    let t = &model.tokens;
+    let mut tokens = Vec::new();
+    if !prompt.is_empty() {
+        tokens.push(t.sot_prev);
+        // Whisper keeps the last n_text_ctx/2 − 1 prompt tokens.
+        let keep = model.spec.n_text_ctx / 2 - 1;
+        tokens.extend_from_slice(&prompt[prompt.len().saturating_sub(keep)..]);
+    }
+    let sot_index = tokens.len();
+    tokens.push(t.sot);
+    if model.spec.multilingual {
+        tokens.push(language.unwrap_or(t.sot + 1));
+        tokens.push(match task {
+            Task::Transcribe => t.transcribe,
+            Task::Translate => t.translate,
+        });
+    }
+    if !timestamps {
+        tokens.push(t.no_timestamps);
+    }
+    (tokens, sot_index)
+}
+
+/// Whisper's `detect_language`: the likeliest language token after <|startoftranscript|>.
+fn detect_language(model: &mut WhisperModel, cross: &CrossKv) -> Result<(String, f32)> {
+    let mut cache = model.decoder.new_cache(1)?;
+    let (mut logits, _) = model
+        .decoder
+        .forward(&[model.tokens.sot], 1, &mut cache, cross, false)?;
+    let langs = &model.tokens.languages;
+    let mask: Vec<f32> = langs.iter().map(|l| logits[l.token as usize]).collect();
+    crate::decode::rules::log_softmax_in_place(&mut logits);
+    let lse = crate::decode::rules::log_sum_exp(&mask);
+    let (best, best_logit) = mask
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b });
+    let code = langs
+        .get(best)
+        .map(|l| l.code.clone())
+        .ok_or_else(|| Error::config("language", "the model lists no languages"))?;
+    Ok((code, (best_logit - lse).exp()))
+}
+
+/// Transcribe a whole clip. `progress` is called with the seconds of audio done so far.
+pub fn transcribe(
+    model: &mut WhisperModel,
+    mel: &Mel,
+    options: &TranscribeOptions,
+    progress: &mut dyn FnMut(f64),
+) -> Result<Transcript> {
+    options.validate()?;
+    options.check_model(model)?;
+    let content_frames = mel.n_frames();
+    let duration = content_frames as f64 / 100.0;
+    let _span = tracing::info_span!("transcribe", duration_s = duration).entered();
+    let max_frames = model.spec.max_mel_frames();
+    let pad_frames = (options.pad_s * 100.0).round() as usize;
+    let min_frames = (options.min_window_s * 100.0).round() as usize;
+
+    let mut seek = 0usize;
+    let mut all_tokens: Vec<u32> = Vec::new();
+    let mut prompt_reset_since = 0usize;
+    let mut segments: Vec<Segment> = Vec::new();
+    let mut language: Option<(String, u32)> = match &options.language {
+        Some(code) if model.spec.multilingual => model.tokens.language(code).map(|t| (code.clone(), t)),
+        _ => None,
+    };
+    let mut window_index = 0u64;
+    let pad_value = silence_value(mel);
+
+    // Windows shorter than this hold no word; Whisper's output on them is noise.
+    const MIN_WINDOW_FRAMES: usize = 10;
+    while seek + MIN_WINDOW_FRAMES <= content_frames {
+        let segment_size = max_frames.min(content_frames - seek);
+        let encoder_frames = match model.encoder.mel_frames() {
+            MelFrames::Fixed(n) => n,
+            // Even, so the stride-2 convolution maps frames exactly to 20 ms positions.
+            MelFrames::Dynamic { max } => ((segment_size + pad_frames).max(min_frames).div_ceil(2) * 2).min(max),
+        };
+        // Frames past the clip's end (the last window, or a fixed 30 s encoder) are padding.
+        let window = mel.window(seek, encoder_frames, pad_value);
+        let cross = model.encoder.encode(&window, encoder_frames)?;
+
+        if model.spec.multilingual && language.is_none() {
+            let (code, p) = detect_language(model, &cross)?;
+            tracing::info!(language = %code, probability = p, "detected language");
+            let token = model.tokens.language(&code).unwrap_or(model.tokens.sot + 1);
+            language = Some((code, token));
+        }
+
+        let prompt: &[u32] = if options.condition_on_previous_text {
+            &all_tokens[prompt_reset_since..]
+        } else {
+            &[]
+        };
+        let (initial, sot_index) = initial_tokens(
+            model,
+            language.as_ref().map(|l| l.1),
+            options.task,
+            options.filters.timestamps,
+            prompt,
+        );
+        let window_s = segment_size as f32 / 100.0;
+        let filters = LogitFilters::new(&model.tokens, &options.filters, Some(window_s));
+        let context_room = model.spec.n_text_ctx.saturating_sub(initial.len());
+        let budget = (16.0 + options.max_tokens_per_second * window_s).ceil() as usize;
+        let max_tokens = (model.spec.n_text_ctx / 2).min(context_room).min(budget);
+
+        let (hyp, ratio) = {
+            let mut scorer = WindowScorer {
+                decoder: &mut model.decoder,
+                cross: &cross,
+                tiled: None,
+                cache: None,
+            };
+            decode_with_fallback(
+                &mut scorer,
+                &initial,
+                sot_index,
+                &filters,
+                max_tokens,
+                options,
+                model.tokenizer.as_ref(),
+                window_index,
+                &model.tokens,
+            )?
+        };
+        window_index += 1;
+
+        if is_silence(&hyp, &options.thresholds) {
+            tracing::debug!(seek, no_speech = hyp.no_speech_prob, "window is silence");
+            seek += segment_size;
+            progress(seek.min(content_frames) as f64 / 100.0);
+            continue;
+        }
+
+        let split = split_window(&hyp.tokens, model.tokens.timestamp_begin, segment_size);
+        let time_offset = seek as f64 / 100.0;
+        for piece in split.segments {
+            let text = model.tokenizer.decode(&piece.tokens);
+            if piece.start_s == piece.end_s || text.trim().is_empty() {
+                continue;
+            }
+            all_tokens.extend_from_slice(&piece.tokens);
+            segments.push(Segment {
+                id: segments.len(),
+                start: round_cs(time_offset + piece.start_s),
+                end: round_cs((time_offset + piece.end_s).min(duration)),
+                text,
+                tokens: piece.tokens,
+                avg_logprob: hyp.avg_logprob,
+                no_speech_prob: hyp.no_speech_prob,
+                temperature: hyp.temperature,
+                compression_ratio: ratio,
+            });
+        }
+        if !options.condition_on_previous_text || hyp.temperature > 0.5 {
+            prompt_reset_since = all_tokens.len();
+        }
+        seek += split.advance_frames;
+        progress(seek.min(content_frames) as f64 / 100.0);
+    }
+    progress(duration);
+    Ok(Transcript {
+        segments,
+        language: language.map(|l| l.0),
+        duration,
+    })
+}
+
+/// Round seconds to centiseconds (the mel clock), so times print and compare cleanly.
+fn round_cs(seconds: f64) -> f64 {
+    (seconds * 100.0).round() / 100.0
+}
+
+/// `decode_with_fallback`: decode at each temperature of the ladder until the gates pass.
+#[allow(clippy::too_many_arguments)]
+fn decode_with_fallback(
+    scorer: &mut dyn TokenScorer,
+    prompt: &[u32],
+    sot_index: usize,
+    filters: &LogitFilters,
+    max_tokens: usize,
+    options: &TranscribeOptions,
+    tokenizer: &crate::tokenizer::Tokenizer,
+    window_index: u64,
+    tokens: &crate::model::SpecialTokens,
+) -> Result<(Hypothesis, f32)> {
+    // Every attempt, for the case where none passes the gates.
+    let mut attempts: Vec<(Hypothesis, f32)> = Vec::new();
+    for &temperature in &options.temperatures {
+        let task = DecodeTask {
+            prompt,
+            sot_index,
+            filters,
+            max_tokens,
+            temperature,
+            length_penalty: None,
+            eot: tokens.eot,
+            no_speech: tokens.no_speech,
+            seed: options.seed ^ window_index.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        };
+        let hyp = search::decode(scorer, &task, options.strategy)?;
+        let ratio = compression_ratio(&tokenizer.decode(&hyp.tokens));
+        let retry = needs_fallback(&hyp, ratio, &options.thresholds);
+        tracing::debug!(
+            temperature,
+            avg_logprob = hyp.avg_logprob,
+            ratio,
+            retry,
+            "window decoded"
+        );
+        attempts.push((hyp, ratio));
+        if !retry {
+            return attempts.pop().ok_or_else(|| Error::config("temperatures", "empty"));
+        }
+    }
+    // All attempts failed: keep the likeliest of those that are not repetitive (or of all, if
+    // every one is). openai/whisper keeps the last (hottest) one; faster-whisper's choice is
+    // better, since a high-temperature sample is rarely the best reading.
+    let not_repetitive =
+        |a: &(Hypothesis, f32)| !a.0.repetitive && options.thresholds.compression_ratio.is_none_or(|max| a.1 <= max);
+    let pool: Vec<(Hypothesis, f32)> = if attempts.iter().any(not_repetitive) {
+        attempts.into_iter().filter(not_repetitive).collect()
+    } else {
+        attempts
+    };
+    pool.into_iter()
+        .max_by(|a, b| a.0.avg_logprob.total_cmp(&b.0.avg_logprob))
+        .ok_or_else(|| Error::config("temperatures", "empty"))
+}
