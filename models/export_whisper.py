@@ -1,26 +1,35 @@
 #!/usr/bin/env python3
 """Export a Whisper model stored as a CTranslate2 `model.bin` to ONNX.
 
-Output (the sherpa-onnx Whisper layout, so steno and sherpa-onnx users share one format):
+Files (names as sherpa-onnx's Whisper export, so the folder layout is the same):
+  <out>/<name>-encoder.onnx, <out>/<name>-decoder.onnx       fp32
+  <out>/<name>-encoder.int8.onnx, <out>/<name>-decoder.int8.onnx   MatMul weights dynamically quantised to int8
+  <out>/<name>-tokens.txt       `<base64 bytes> <id>` for every id below end-of-text (sherpa-onnx format)
+  <out>/metadata.json           the encoder's metadata_props, for people
 
-  <out>/<name>-encoder.onnx   mel [N, n_mels, T]  ->  n_layer_cross_k, n_layer_cross_v [n_text_layer, N, T/2, D]
-  <out>/<name>-decoder.onnx   tokens [N, n] i64, in_n_layer_self_k_cache / in_n_layer_self_v_cache
-                              [n_text_layer, N, C, D], n_layer_cross_k / n_layer_cross_v, offset [1] i64
-                              ->  logits [N, 1, n_vocab] (last position), out_n_layer_self_k_cache /
-                                  out_n_layer_self_v_cache [n_text_layer, N, offset + n, D],
-                                  cross_qk [N, n, n_alignment_heads, T/2] (extra, for word timestamps)
-  <out>/<name>-tokens.txt     `<base64 bytes> <id>` for every id below end-of-text (sherpa-onnx format)
-  <out>/<name>-{encoder,decoder}.int8.onnx   dynamic int8 quantisation of the MatMul weights
-  <out>/metadata.json         the same metadata as the encoder's metadata_props, for people
+Two tensor contracts (`--layout`); the network and the weights are the same:
 
-Where steno's export is more general than sherpa-onnx's (both load in steno, see src/model/):
-- `T` (mel frames) is dynamic up to 3000: short audio is not padded to 30 s.
-- the self-attention cache length `C` is dynamic: the decoder reads `cache[:, :, :offset]`, appends the
-  new keys/values and returns `offset + n` positions, so each step copies only what is used; a
-  multi-token call at `offset > 0` is valid (a causal mask over `offset + i`).
-- only the last position's logits are computed (the tied projection is the decoder's largest matmul).
-- cross attention never transposes the cached keys: a block-diagonal query does all heads in one
-  matmul against the [T/2, D] keys (see `cross_attention`).
+steno (default): built for speed on CPU.
+  encoder  mel [N, n_mels, T] (T dynamic, <= 3000: no padding of short audio to 30 s)
+           -> cross_k_i, cross_v_i [N, H, T/2, dh] for each decoder layer i (head-major)
+  decoder  tokens [N, n] i64, offset [1] i64, past_k_i / past_v_i [N, H, C, dh] (C >= offset; only
+           [:offset] is read), cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
+           -> logits [N, 1, n_vocab] (last position only), present_k_i / present_v_i
+              [N, H, offset + n, dh], cross_qk [N, n, n_alignment_heads, T/2] (pre-softmax
+              cross-attention scores of the alignment heads, for word timestamps)
+  Why: a per-layer input needs no slice copy per decoding step, head-major keys need no
+  transpose per step, cross K/V broadcast over beams instead of being copied per beam, and only
+  the last position's logits are computed (the tied projection is the largest matmul). A
+  multi-token call at offset > 0 is valid (the causal mask is over offset + i).
+
+sherpa: sherpa-onnx's contract (scripts/whisper/export-onnx.py), for compatibility.
+  encoder  mel [N, n_mels, 3000] -> n_layer_cross_k, n_layer_cross_v [L, N, 1500, D]
+  decoder  tokens [N, n], in_n_layer_self_k_cache / in_n_layer_self_v_cache [L, N, 448, D],
+           n_layer_cross_k, n_layer_cross_v, offset [1]
+           -> logits [N, n, n_vocab], out_n_layer_self_k_cache / out_n_layer_self_v_cache [L, N, 448, D]
+
+Metadata (encoder metadata_props): sherpa-onnx's keys, plus steno's `timestamp_begin`,
+`alignment_heads` (`layer:head,...`) and, for the steno layout, `steno_layout=1`.
 
 The network is OpenAI Whisper's (`whisper/model.py`): Conv1d(k3,p1)+GELU, Conv1d(k3,s2,p1)+GELU,
 sinusoidal positions, pre-norm residual attention blocks, ln_post; decoder with learned positions,
@@ -229,65 +238,34 @@ def split_qkv(w, b, d):
     return (w[:d], b[:d]), (w[d : 2 * d], b[d : 2 * d]), (w[2 * d :], b[2 * d :])
 
 
-def head_mask(n_head, d):
-    """[H, D]: row h is 1 on head h's slice of the model dimension."""
-    dh = d // n_head
-    m = np.zeros((n_head, d), dtype=np.float32)
-    for h in range(n_head):
-        m[h, h * dh : (h + 1) * dh] = 1.0
-    return m
+def fused_qkv(V, prefix, d, scale):
+    """Q;K;V projection with the attention scale folded into Q and Whisper's missing key bias zeroed.
+
+    Whisper scales q and k by dh**-0.25 each (scores by 1/sqrt(dh)); folding 1/sqrt(dh) into W_q
+    and b_q is exact in real arithmetic."""
+    (wq, bq), (wk, _bk), (wv, bv) = split_qkv(f32(V[prefix + "weight"]), f32(V[prefix + "bias"]), d)
+    return np.concatenate([wq * scale, wk, wv]), np.concatenate([bq * scale, np.zeros(d, np.float32), bv])
 
 
-def self_attention_full(g: Graph, x, w_qkv, b_qkv, w_o, b_o, n_head, d, name):
-    """Encoder self attention over all frames (no mask). x [N, T, D]."""
-    dh = d // n_head
-    scale = 1.0 / math.sqrt(dh)  # Whisper scales q and k by dh**-0.25 each; folded into W_q, b_q.
-    (wq, bq), (wk, bk), (wv, bv) = split_qkv(f32(w_qkv), f32(b_qkv), d)
-    w = np.concatenate([wq * scale, wk, wv], axis=0)
-    b = np.concatenate([bq * scale, np.zeros_like(bk), bv])  # Whisper's key projection has no bias.
-    qkv = g.linear(x, w, b, name=name + "_qkv")
-    q, k, v = g.op("Split", [qkv, g.ints([d, d, d])], n_out=3, axis=2)
-    heads = g.ints([0, 0, n_head, dh])
-    q = g.op("Transpose", [g.op("Reshape", [q, heads])], perm=[0, 2, 1, 3])  # [N, H, T, dh]
-    k = g.op("Transpose", [g.op("Reshape", [k, heads])], perm=[0, 2, 3, 1])  # [N, H, dh, T]
-    v = g.op("Transpose", [g.op("Reshape", [v, heads])], perm=[0, 2, 1, 3])  # [N, H, T, dh]
-    w_att = g.op("Softmax", [g.op("MatMul", [q, k])], axis=-1)
-    o = g.op("Transpose", [g.op("MatMul", [w_att, v])], perm=[0, 2, 1, 3])
-    o = g.op("Reshape", [o, g.ints([0, 0, d])])
-    return g.linear(o, w_o, b_o, name=name + "_out")
+def to_heads(g: Graph, x, n_head, dh):
+    """[N, S, D] -> [N, H, S, dh]."""
+    return g.op("Transpose", [g.op("Reshape", [x, g.ints([0, 0, n_head, dh])])], perm=[0, 2, 1, 3])
 
 
-def split_heads_shape(g: Graph, scores, n_head):
-    """Target shape [N, n, H, S] for scores [N, n*H, S] (S is dynamic, so it is read at run time)."""
-    return g.op("Concat", [g.ints([0, -1, n_head]), g.op("Shape", [scores], start=2, end=3)], axis=0)
+def from_heads(g: Graph, x, d):
+    """[N, H, S, dh] -> [N, S, D]."""
+    return g.op("Reshape", [g.op("Transpose", [x], perm=[0, 2, 1, 3]), g.ints([0, 0, d])])
 
 
-def blockdiag_attention(g: Graph, q, k, v, n_head, d, mask=None, want_scores=False):
-    """Multi-head attention with keys/values kept in their [N, S, D] layout (no per-call transpose).
-
-    q [N, n, D] (already scaled), k, v [N, S, D]. The query is spread into a block-diagonal
-    [N, n*H, D] matrix (row (i, h) holds q[i] on head h's columns only), so one matmul against
-    the keys gives every head's scores [N, n*H, S]; after the softmax one matmul with the values
-    gives [N, n*H, D] of which each row's own head block is kept (mask, then sum over heads).
-    This trades H-fold redundant multiply-adds on small matrices for never copying the cached
-    keys, which dominates a one-token decoder step over long audio.
-    """
-    hm = g.weight(g.fresh("head_mask"), head_mask(n_head, d))
-    q_bd = g.op("Mul", [g.op("Unsqueeze", [q, g.ints([2])]), hm])  # [N, n, H, D]
-    q_bd = g.op("Reshape", [q_bd, g.ints([0, -1, d])])  # [N, n*H, D]
-    scores = g.op("FusedMatMul", [q_bd, k], domain="com.microsoft", transB=1, alpha=1.0)  # [N, n*H, S]
-    if mask is not None:
-        # mask [n, S] -> [n, 1, S] broadcast over heads, applied as [N, n, H, S]
-        s4 = g.op("Reshape", [scores, split_heads_shape(g, scores, n_head)])
-        s4 = g.op("Add", [s4, g.op("Unsqueeze", [mask, g.ints([1])])])
-        scores = g.op("Reshape", [s4, g.op("Concat", [g.ints([0, -1]), g.op("Shape", [s4], start=3, end=4)], axis=0)])
-    w_att = g.op("Softmax", [scores], axis=-1)
-    o = g.op("MatMul", [w_att, v])  # [N, n*H, D]
-    o = g.op("Reshape", [o, g.ints([0, -1, n_head, d])])  # [N, n, H, D]
-    o = g.op("ReduceSum", [g.op("Mul", [o, hm]), g.ints([2])], keepdims=0)  # [N, n, D]
-    if want_scores:
-        return o, scores
-    return o
+def attend(g: Graph, q, k, v, mask=None):
+    """Scaled dot-product attention on head-major tensors: q [N, H, n, dh] (already scaled),
+    k, v [Nk, H, S, dh] with Nk = N or 1 (broadcast: every row shares the keys). Returns the
+    output [N, H, n, dh] and the pre-softmax scores [N, H, n, S]. FusedMatMul multiplies by k's
+    transpose without materialising it."""
+    scores = g.op("FusedMatMul", [q, k], domain="com.microsoft", transB=1, alpha=1.0)
+    masked = scores if mask is None else g.op("Add", [scores, mask])
+    w = g.op("Softmax", [masked], axis=-1)
+    return g.op("MatMul", [w, v]), scores
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,10 +273,11 @@ def blockdiag_attention(g: Graph, q, k, v, n_head, d, mask=None, want_scores=Fal
 # ---------------------------------------------------------------------------------------------
 
 
-def build_encoder(V, dims, metadata):
+def build_encoder(V, dims, metadata, layout):
     g = Graph()
     d, n_mels, n_layer, n_head = dims["d_audio"], dims["n_mels"], dims["n_audio_layer"], dims["n_audio_head"]
-    n_text_layer, d_text = dims["n_text_layer"], dims["d_text"]
+    L, d_text, h_text = dims["n_text_layer"], dims["d_text"], dims["n_text_head"]
+    dh = d // n_head
 
     x = g.op(
         "Conv",
@@ -324,54 +303,53 @@ def build_encoder(V, dims, metadata):
     for i in range(n_layer):
         p = f"encoder/layer_{i}/"
         h = g.layer_norm(x, V[p + "self_attention/layer_norm/gamma"], V[p + "self_attention/layer_norm/beta"])
-        x = g.op(
-            "Add",
-            [
-                x,
-                self_attention_full(
-                    g,
-                    h,
-                    V[p + "self_attention/linear_0/weight"],
-                    V[p + "self_attention/linear_0/bias"],
-                    V[p + "self_attention/linear_1/weight"],
-                    V[p + "self_attention/linear_1/bias"],
-                    n_head,
-                    d,
-                    f"enc{i}_sa",
-                ),
-            ],
-        )
+        w, b = fused_qkv(V, p + "self_attention/linear_0/", d, 1.0 / math.sqrt(dh))
+        q, k, v = g.op("Split", [g.linear(h, w, b, name=f"enc{i}_qkv"), g.ints([d, d, d])], n_out=3, axis=2)
+        a, _ = attend(g, to_heads(g, q, n_head, dh), to_heads(g, k, n_head, dh), to_heads(g, v, n_head, dh))
+        a = g.linear(from_heads(g, a, d), V[p + "self_attention/linear_1/weight"], V[p + "self_attention/linear_1/bias"],
+                     name=f"enc{i}_sa_out")
+        x = g.op("Add", [x, a])
         h = g.layer_norm(x, V[p + "ffn/layer_norm/gamma"], V[p + "ffn/layer_norm/beta"])
         h = g.gelu(g.linear(h, V[p + "ffn/linear_0/weight"], V[p + "ffn/linear_0/bias"], name=f"enc{i}_fc1"))
         x = g.op("Add", [x, g.linear(h, V[p + "ffn/linear_1/weight"], V[p + "ffn/linear_1/bias"], name=f"enc{i}_fc2")])
     x = g.layer_norm(x, V["encoder/layer_norm/gamma"], V["encoder/layer_norm/beta"])
 
-    # Cross-attention keys and values of every decoder layer, in one matmul: [D, 2 * L * D].
+    # Cross-attention keys and values of every decoder layer in one matmul: [D, 2 * L * D],
+    # keys of layers 0..L-1 then values of layers 0..L-1.
     ws, bs = [], []
     for kind in ("k", "v"):
-        for i in range(n_text_layer):
+        for i in range(L):
             w = f32(V[f"decoder/layer_{i}/attention/linear_1/weight"])
             b = f32(V[f"decoder/layer_{i}/attention/linear_1/bias"])
-            if kind == "k":
-                ws.append(w[:d_text])
-                bs.append(np.zeros(d_text, dtype=np.float32))  # no key bias in Whisper
-            else:
-                ws.append(w[d_text:])
-                bs.append(b[d_text:])
+            ws.append(w[:d_text] if kind == "k" else w[d_text:])
+            bs.append(np.zeros(d_text, np.float32) if kind == "k" else b[d_text:])  # no key bias in Whisper
     kv = g.linear(x, np.concatenate(ws, axis=0), np.concatenate(bs), name="cross_kv")  # [N, T2, 2LD]
-    kv = g.op("Reshape", [kv, g.ints([0, 0, 2 * n_text_layer, d_text])])
-    kv = g.op("Transpose", [kv], perm=[2, 0, 1, 3])  # [2L, N, T2, D]
-    g.op("Split", [kv, g.ints([n_text_layer, n_text_layer])], n_out=2, axis=0,
-         outputs=["n_layer_cross_k", "n_layer_cross_v"])
+
+    if layout == "sherpa":
+        kv = g.op("Reshape", [kv, g.ints([0, 0, 2 * L, d_text])])
+        kv = g.op("Transpose", [kv], perm=[2, 0, 1, 3])  # [2L, N, T2, D]
+        g.op("Split", [kv, g.ints([L, L])], n_out=2, axis=0, outputs=["n_layer_cross_k", "n_layer_cross_v"])
+        mel_dims = ["N", n_mels, 2 * dims["n_audio_ctx"]]
+        outputs = [
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [L, "N", dims["n_audio_ctx"], d_text])
+            for name in ("n_layer_cross_k", "n_layer_cross_v")
+        ]
+    else:
+        dht = d_text // h_text
+        kv = g.op("Reshape", [kv, g.ints([0, 0, 2 * L, h_text, dht])])
+        kv = g.op("Transpose", [kv], perm=[2, 0, 3, 1, 4])  # [2L, N, H, T2, dh]
+        names = [f"cross_k_{i}" for i in range(L)] + [f"cross_v_{i}" for i in range(L)]
+        parts = g.op("Split", [kv, g.ints([1] * (2 * L))], n_out=2 * L, axis=0)
+        for part, name in zip(parts, names):
+            g.op("Squeeze", [part, g.ints([0])], outputs=[name])
+        mel_dims = ["N", n_mels, "T"]
+        outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", h_text, "T2", dht]) for n in names]
 
     graph = helper.make_graph(
         g.nodes,
         "whisper_encoder",
-        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, ["N", n_mels, "T"])],
-        [
-            helper.make_tensor_value_info("n_layer_cross_k", TensorProto.FLOAT, [n_text_layer, "N", "T2", d_text]),
-            helper.make_tensor_value_info("n_layer_cross_v", TensorProto.FLOAT, [n_text_layer, "N", "T2", d_text]),
-        ],
+        [helper.make_tensor_value_info("mel", TensorProto.FLOAT, mel_dims)],
+        outputs,
         initializer=g.inits,
     )
     return finish(graph, metadata)
@@ -382,101 +360,126 @@ def build_encoder(V, dims, metadata):
 # ---------------------------------------------------------------------------------------------
 
 
-def build_decoder(V, dims, alignment_heads, metadata):
+def causal_mask(g: Graph, n, end):
+    """[n, offset + n]: query i (absolute position offset + i) sees keys j <= offset + i."""
+    zero, one = g.ints([0]), g.ints([1])
+    rows = g.op("Add", [g.op("Range", [g.op("Squeeze", [zero]), g.op("Squeeze", [n]), g.op("Squeeze", [one])]), "offset"])
+    cols = g.op("Range", [g.op("Squeeze", [zero]), g.op("Squeeze", [end]), g.op("Squeeze", [one])])
+    future = g.op("Greater", [g.op("Unsqueeze", [cols, zero]), g.op("Unsqueeze", [rows, one])])
+    return g.op("Where", [future, g.scalar_f(float("-inf")), g.scalar_f(0.0)])
+
+
+def build_decoder(V, dims, alignment_heads, metadata, layout):
+    """The decoder; `layout` decides only how caches and cross K/V enter and leave (see the
+    module doc), the network is the same."""
     g = Graph()
-    d, n_layer, n_head, n_vocab = dims["d_text"], dims["n_text_layer"], dims["n_text_head"], dims["n_vocab"]
+    d, L, n_head, n_vocab, n_ctx = dims["d_text"], dims["n_text_layer"], dims["n_text_head"], dims["n_vocab"], dims["n_text_ctx"]
     dh = d // n_head
     scale = 1.0 / math.sqrt(dh)
     emb = f32(V["decoder/embeddings/weight"])
+    zero = g.ints([0])
 
     n = g.op("Shape", ["tokens"], start=1, end=2)  # [1]
     end = g.op("Add", ["offset", n])  # [1]
     tok = g.op("Gather", [g.weight("token_embedding", emb), "tokens"], axis=0)  # [N, n, D]
-    pos = g.op("Slice", [g.weight("dec_pos", f32(V["decoder/position_encodings/encodings"])), "offset", end, g.ints([0])])
+    pos = g.op("Slice", [g.weight("dec_pos", f32(V["decoder/position_encodings/encodings"])), "offset", end, zero])
     x = g.op("Add", [tok, pos])
-
-    # Causal mask [n, offset + n]: query i (absolute position offset + i) sees keys j <= offset + i.
-    zero = g.ints([0])
-    one = g.ints([1])
-    rows = g.op("Add", [g.op("Range", [g.op("Squeeze", [zero]), g.op("Squeeze", [n]), g.op("Squeeze", [one])]), "offset"])
-    cols = g.op("Range", [g.op("Squeeze", [zero]), g.op("Squeeze", [end]), g.op("Squeeze", [one])])
-    future = g.op("Greater", [g.op("Unsqueeze", [cols, zero]), g.op("Unsqueeze", [rows, one])])
-    mask = g.op("Where", [future, g.scalar_f(float("-inf")), g.scalar_f(0.0)])  # [n, offset + n]
+    mask = causal_mask(g, n, end)
 
     heads_by_layer = {}
     for layer, head in alignment_heads:
         heads_by_layer.setdefault(layer, []).append(head)
 
-    out_k, out_v, qk_parts = [], [], []
-    for i in range(n_layer):
+    cache_out = {"k": [], "v": []}
+    qk_parts = []
+    for i in range(L):
         p = f"decoder/layer_{i}/"
-        # --- self attention with the cache
+        # --- self attention over the cache
         h = g.layer_norm(x, V[p + "self_attention/layer_norm/gamma"], V[p + "self_attention/layer_norm/beta"])
-        (wq, bq), (wk, _bk), (wv, bv) = split_qkv(f32(V[p + "self_attention/linear_0/weight"]),
-                                                   f32(V[p + "self_attention/linear_0/bias"]), d)
-        qkv = g.linear(h, np.concatenate([wq * scale, wk, wv]), np.concatenate([bq * scale, np.zeros(d, np.float32), bv]),
-                       name=f"dec{i}_qkv")
-        q, k, v = g.op("Split", [qkv, g.ints([d, d, d])], n_out=3, axis=2)
-        full = []
-        for cache, new in (("in_n_layer_self_k_cache", k), ("in_n_layer_self_v_cache", v)):
-            past = g.op("Slice", [cache, g.ints([i, 0]),
-                                  g.op("Concat", [g.ints([i + 1]), "offset"], axis=0), g.ints([0, 2])])  # [1, N, offset, D]
-            full.append(g.op("Concat", [past, g.op("Unsqueeze", [new, zero])], axis=2))  # [1, N, offset + n, D]
-        out_k.append(full[0])
-        out_v.append(full[1])
-        kf = g.op("Squeeze", [full[0], zero])
-        vf = g.op("Squeeze", [full[1], zero])
-        a = blockdiag_attention(g, q, kf, vf, n_head, d, mask=mask)
-        x = g.op("Add", [x, g.linear(a, V[p + "self_attention/linear_1/weight"], V[p + "self_attention/linear_1/bias"],
-                                     name=f"dec{i}_sa_out")])
+        w, b = fused_qkv(V, p + "self_attention/linear_0/", d, scale)
+        q, k, v = g.op("Split", [g.linear(h, w, b, name=f"dec{i}_qkv"), g.ints([d, d, d])], n_out=3, axis=2)
+        full = {}
+        for kind, new in (("k", k), ("v", v)):
+            if layout == "sherpa":
+                cache = f"in_n_layer_self_{kind}_cache"  # [L, N, 448, D]
+                past = g.op("Slice", [cache, g.ints([i, 0]), g.op("Concat", [g.ints([i + 1]), "offset"], axis=0),
+                                      g.ints([0, 2])])  # [1, N, offset, D]
+                seq = g.op("Concat", [past, g.op("Unsqueeze", [new, zero])], axis=2)  # [1, N, offset + n, D]
+                rest = g.op("Slice", [cache, g.op("Concat", [g.ints([i]), end], axis=0), g.ints([i + 1, n_ctx]),
+                                      g.ints([0, 2])])
+                cache_out[kind].append(g.op("Concat", [seq, rest], axis=2))  # [1, N, 448, D]
+                full[kind] = to_heads(g, g.op("Squeeze", [seq, zero]), n_head, dh)
+            else:
+                past = g.op("Slice", [f"past_{kind}_{i}", zero, "offset", g.ints([2])])  # [N, H, offset, dh]
+                g.op("Concat", [past, to_heads(g, new, n_head, dh)], axis=2, outputs=[f"present_{kind}_{i}"])
+                full[kind] = f"present_{kind}_{i}"
+        a, _ = attend(g, to_heads(g, q, n_head, dh), full["k"], full["v"], mask)
+        a = g.linear(from_heads(g, a, d), V[p + "self_attention/linear_1/weight"], V[p + "self_attention/linear_1/bias"],
+                     name=f"dec{i}_sa_out")
+        x = g.op("Add", [x, a])
         # --- cross attention over the encoder's keys/values
         h = g.layer_norm(x, V[p + "attention/layer_norm/gamma"], V[p + "attention/layer_norm/beta"])
         q = g.linear(h, f32(V[p + "attention/linear_0/weight"]) * scale, f32(V[p + "attention/linear_0/bias"]) * scale,
                      name=f"dec{i}_xq")
-        ck = g.op("Gather", ["n_layer_cross_k", g.ints([i])], axis=0)
-        cv = g.op("Gather", ["n_layer_cross_v", g.ints([i])], axis=0)
-        ck = g.op("Squeeze", [ck, zero])
-        cv = g.op("Squeeze", [cv, zero])
-        a, scores = blockdiag_attention(g, q, ck, cv, n_head, d, want_scores=True)
-        if i in heads_by_layer:
-            s4 = g.op("Reshape", [scores, split_heads_shape(g, scores, n_head)])  # [N, n, H, T2]
-            qk_parts.append(g.op("Gather", [s4, g.ints(heads_by_layer[i])], axis=2))
-        x = g.op("Add", [x, g.linear(a, V[p + "attention/linear_2/weight"], V[p + "attention/linear_2/bias"],
-                                     name=f"dec{i}_xa_out")])
+        if layout == "sherpa":
+            ck = to_heads(g, g.op("Squeeze", [g.op("Gather", ["n_layer_cross_k", g.ints([i])], axis=0), zero]), n_head, dh)
+            cv = to_heads(g, g.op("Squeeze", [g.op("Gather", ["n_layer_cross_v", g.ints([i])], axis=0), zero]), n_head, dh)
+        else:
+            ck, cv = f"cross_k_{i}", f"cross_v_{i}"
+        a, scores = attend(g, to_heads(g, q, n_head, dh), ck, cv)
+        if i in heads_by_layer and layout != "sherpa":
+            qk_parts.append(g.op("Gather", [scores, g.ints(heads_by_layer[i])], axis=1))  # [N, A_i, n, T2]
+        a = g.linear(from_heads(g, a, d), V[p + "attention/linear_2/weight"], V[p + "attention/linear_2/bias"],
+                     name=f"dec{i}_xa_out")
+        x = g.op("Add", [x, a])
         # --- MLP
         h = g.layer_norm(x, V[p + "ffn/layer_norm/gamma"], V[p + "ffn/layer_norm/beta"])
         h = g.gelu(g.linear(h, V[p + "ffn/linear_0/weight"], V[p + "ffn/linear_0/bias"], name=f"dec{i}_fc1"))
         x = g.op("Add", [x, g.linear(h, V[p + "ffn/linear_1/weight"], V[p + "ffn/linear_1/bias"], name=f"dec{i}_fc2")])
 
-    g.op("Concat", out_k, axis=0, outputs=["out_n_layer_self_k_cache"])
-    g.op("Concat", out_v, axis=0, outputs=["out_n_layer_self_v_cache"])
-    g.op("Concat", qk_parts, axis=2, outputs=["cross_qk"])
-
-    last = g.op("Slice", [x, g.ints([-1]), g.ints([2**62]), g.ints([1])])  # [N, 1, D]
+    if layout == "sherpa":
+        g.op("Concat", cache_out["k"], axis=0, outputs=["out_n_layer_self_k_cache"])
+        g.op("Concat", cache_out["v"], axis=0, outputs=["out_n_layer_self_v_cache"])
+        last = x  # sherpa-onnx returns logits for every position
+        logits_dims = ["N", "n_tokens", n_vocab]
+    else:
+        qk = g.op("Concat", qk_parts, axis=1)  # [N, A, n, T2]
+        g.op("Transpose", [qk], perm=[0, 2, 1, 3], outputs=["cross_qk"])  # [N, n, A, T2]
+        last = g.op("Slice", [x, g.ints([-1]), g.ints([2**62]), g.ints([1])])  # [N, 1, D]
+        logits_dims = ["N", 1, n_vocab]
     last = g.layer_norm(last, V["decoder/layer_norm/gamma"], V["decoder/layer_norm/beta"])
     # Tied output projection: a separate [D, V] copy so the int8 export can quantise it as a MatMul.
     g.op("MatMul", [last, g.weight("logits_w", emb.T.copy())], outputs=["logits"])
 
-    L = n_layer
-    graph = helper.make_graph(
-        g.nodes,
-        "whisper_decoder",
-        [
-            helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "n_tokens"]),
-            helper.make_tensor_value_info("in_n_layer_self_k_cache", TensorProto.FLOAT, [L, "N", "n_cached", d]),
-            helper.make_tensor_value_info("in_n_layer_self_v_cache", TensorProto.FLOAT, [L, "N", "n_cached", d]),
-            helper.make_tensor_value_info("n_layer_cross_k", TensorProto.FLOAT, [L, "N", "T2", d]),
-            helper.make_tensor_value_info("n_layer_cross_v", TensorProto.FLOAT, [L, "N", "T2", d]),
+    fl = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "n_tokens"])]
+    outputs = [helper.make_tensor_value_info("logits", fl, logits_dims)]
+    if layout == "sherpa":
+        cache = [L, "N", n_ctx, d]
+        inputs += [
+            helper.make_tensor_value_info("in_n_layer_self_k_cache", fl, cache),
+            helper.make_tensor_value_info("in_n_layer_self_v_cache", fl, cache),
+            helper.make_tensor_value_info("n_layer_cross_k", fl, [L, "N", "T2", d]),
+            helper.make_tensor_value_info("n_layer_cross_v", fl, [L, "N", "T2", d]),
             helper.make_tensor_value_info("offset", TensorProto.INT64, [1]),
-        ],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, n_vocab]),
-            helper.make_tensor_value_info("out_n_layer_self_k_cache", TensorProto.FLOAT, [L, "N", "n_total", d]),
-            helper.make_tensor_value_info("out_n_layer_self_v_cache", TensorProto.FLOAT, [L, "N", "n_total", d]),
-            helper.make_tensor_value_info("cross_qk", TensorProto.FLOAT, ["N", "n_tokens", len(alignment_heads), "T2"]),
-        ],
-        initializer=g.inits,
-    )
+        ]
+        outputs += [
+            helper.make_tensor_value_info("out_n_layer_self_k_cache", fl, cache),
+            helper.make_tensor_value_info("out_n_layer_self_v_cache", fl, cache),
+        ]
+    else:
+        inputs.append(helper.make_tensor_value_info("offset", TensorProto.INT64, [1]))
+        for i in range(L):
+            for kind in ("k", "v"):
+                inputs.append(helper.make_tensor_value_info(f"past_{kind}_{i}", fl, ["N", n_head, f"n_past_{i}", dh]))
+        for i in range(L):
+            for kind in ("k", "v"):
+                inputs.append(helper.make_tensor_value_info(f"cross_{kind}_{i}", fl, ["N_audio", n_head, "T2", dh]))
+        for i in range(L):
+            for kind in ("k", "v"):
+                outputs.append(helper.make_tensor_value_info(f"present_{kind}_{i}", fl, ["N", n_head, "n_total", dh]))
+        outputs.append(helper.make_tensor_value_info("cross_qk", fl, ["N", "n_tokens", len(alignment_heads), "T2"]))
+    graph = helper.make_graph(g.nodes, "whisper_decoder", inputs, outputs, initializer=g.inits)
     return finish(graph, metadata)
 
 
@@ -503,6 +506,8 @@ def main():
     ap.add_argument("--out", type=Path, required=True, help="output folder, e.g. models/whisper-tiny.en")
     ap.add_argument("--name", required=True, help="model name used in file names, e.g. tiny.en")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
+    ap.add_argument("--layout", choices=["steno", "sherpa"], default="steno",
+                    help="tensor contract: steno's (default) or sherpa-onnx's (see the module doc)")
     args = ap.parse_args()
 
     V = read_ct2(args.ct2_dir / "model.bin")
@@ -570,7 +575,6 @@ def main():
         # steno additions (sherpa-onnx ignores unknown keys)
         "timestamp_begin": sp["timestamp_begin"],
         "alignment_heads": ",".join(f"{l}:{h}" for l, h in alignment_heads),
-        "steno_export": "1",
     }
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -580,9 +584,11 @@ def main():
             raw = bytes(byte_of[c] for c in sym)
             f.write(f"{base64.b64encode(raw).decode()} {i}\n")
 
-    enc = build_encoder(V, dims, metadata)
+    if args.layout == "steno":
+        metadata["steno_layout"] = "1"
+    enc = build_encoder(V, dims, metadata, args.layout)
     onnx.save(enc, args.out / f"{args.name}-encoder.onnx")
-    dec = build_decoder(V, dims, alignment_heads, metadata)
+    dec = build_decoder(V, dims, alignment_heads, metadata, args.layout)
     onnx.save(dec, args.out / f"{args.name}-decoder.onnx")
     (args.out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     print(f"wrote {args.out}/{args.name}-{{encoder,decoder}}.onnx ({json.dumps(dims)})")

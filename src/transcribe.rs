@@ -206,11 +206,12 @@ impl TokenScorer for WindowScorer<'_> {
             .cache
             .as_mut()
             .ok_or_else(|| Error::config("decoder", "feed before reset"))?;
-        let cross = if cache.batch() == 1 {
+        let cross = if cache.batch() == 1 || self.decoder.broadcasts_cross() {
             self.cross
         } else {
+            // Graphs that cannot share one row of cross K/V get it tiled, once per row count.
             if self.tiled.as_ref().is_none_or(|t| t.batch != cache.batch()) {
-                self.tiled = Some(self.cross.repeat(cache.batch())?);
+                self.tiled = Some(self.cross.repeat(cache.batch(), self.decoder.cross_row_axis())?);
             }
             self.tiled.as_ref().unwrap_or(self.cross)
         };

@@ -1,34 +1,48 @@
 //! The text decoder: tokens in, next-token logits out, with a self-attention KV cache so each
 //! step only feeds new tokens.
 //!
-//! Tensor contract (sherpa-onnx names; `L` = n_text_layer, `D` = n_text_state):
+//! Tensor contracts (`L` = n_text_layer, `H` = n_text_head, `dh` = head_dim, `D` = n_text_state):
+//!
+//! steno (`models/export_whisper.py`, default):
 //! | tensor | dtype | shape |
 //! |---|---|---|
 //! | in `tokens` | i64 | `[N, n]` |
-//! | in `in_n_layer_self_k_cache`, `in_n_layer_self_v_cache` | f32 | `[L, N, C, D]`: `C` = 448 (sherpa-onnx) or ≥ `offset` (steno, dynamic) |
-//! | in `n_layer_cross_k`, `n_layer_cross_v` | f32 | `[L, N, T/2, D]` from the encoder |
 //! | in `offset` | i64 | `[1]`: tokens already in the cache |
-//! | out `logits` | f32 | `[N, n, n_vocab]` (sherpa-onnx) or `[N, 1, n_vocab]` (steno: last position only) |
-//! | out `out_n_layer_self_k_cache`, `out_n_layer_self_v_cache` | f32 | `[L, N, C, D]` or `[L, N, offset + n, D]` |
-//! | out `cross_qk` (optional, steno) | f32 | `[N, n, n_alignment_heads, T/2]`: pre-softmax cross-attention scores of the alignment heads |
+//! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, C, dh]`, `C ≥ offset` (only `[:offset]` is read) |
+//! | in `cross_k_{i}`, `cross_v_{i}` | f32 | `[1 or N, H, T/2, dh]`: one row is shared by all `N` |
+//! | out `logits` | f32 | `[N, 1, n_vocab]`: after the last token |
+//! | out `present_k_{i}`, `present_v_{i}` | f32 | `[N, H, offset + n, dh]` |
+//! | out `cross_qk` | f32 | `[N, n, n_alignment_heads, T/2]`: pre-softmax scores of the alignment heads |
+//!
+//! sherpa-onnx (`scripts/whisper/export-onnx.py`):
+//! | tensor | dtype | shape |
+//! |---|---|---|
+//! | in `tokens` | i64 | `[N, n]` |
+//! | in `in_n_layer_self_k_cache`, `in_n_layer_self_v_cache` | f32 | `[L, N, 448, D]` |
+//! | in `n_layer_cross_k`, `n_layer_cross_v` | f32 | `[L, N, T/2, D]` |
+//! | in `offset` | i64 | `[1]` |
+//! | out `logits` | f32 | `[N, n, n_vocab]` |
+//! | out `out_n_layer_self_k_cache`, `out_n_layer_self_v_cache` | f32 | `[L, N, 448, D]` |
 //!
 //! The output cache of one call is the input of the next, passed as the same ONNX Runtime value
 //! (no copy on our side). sherpa-onnx's graph applies a causal mask that is only right when a
 //! multi-token call starts at offset 0, so for those models later multi-token feeds go one
 //! token at a time.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
+use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 
-use super::{CrossKv, ModelSpec, check_outlet};
+use super::{CrossKv, Layout, ModelSpec, check_outlet};
 use crate::error::{Error, Result};
 
-/// Self-attention cache of one batch of hypotheses.
+/// Self-attention cache of one batch of hypotheses (steno: `[k_0, v_0, k_1, v_1, …]`;
+/// sherpa-onnx: `[k, v]`).
 pub struct KvCache {
-    k: DynValue,
-    v: DynValue,
+    values: Vec<DynValue>,
     batch: usize,
     /// Tokens already fed (the next call's `offset`).
     len: usize,
@@ -64,63 +78,100 @@ pub struct CrossQk {
 pub struct Decoder {
     session: Session,
     path: PathBuf,
+    layout: Layout,
     n_layer: usize,
+    n_head: usize,
     d: usize,
     n_vocab: usize,
     n_text_ctx: usize,
     /// `Some(C)`: the cache input is always `C` positions (sherpa-onnx).
     fixed_cache: Option<usize>,
     has_cross_qk: bool,
+    past_names: Vec<String>,
+    present_names: Vec<String>,
+    cross_names: Vec<String>,
 }
 
 impl Decoder {
-    pub(crate) fn new(session: Session, path: &Path, spec: &ModelSpec) -> Result<Decoder> {
+    pub(crate) fn new(session: Session, path: &Path, spec: &ModelSpec, layout: Layout) -> Result<Decoder> {
         use TensorElementType::{Float32, Int64};
-        check_outlet(path, session.inputs(), "tokens", Int64, 2)?;
-        let cache = check_outlet(path, session.inputs(), "in_n_layer_self_k_cache", Float32, 4)?;
-        check_outlet(path, session.inputs(), "in_n_layer_self_v_cache", Float32, 4)?;
-        check_outlet(path, session.inputs(), "n_layer_cross_k", Float32, 4)?;
-        check_outlet(path, session.inputs(), "n_layer_cross_v", Float32, 4)?;
-        check_outlet(path, session.inputs(), "offset", Int64, 1)?;
-        let logits = check_outlet(path, session.outputs(), "logits", Float32, 3)?;
-        check_outlet(path, session.outputs(), "out_n_layer_self_k_cache", Float32, 4)?;
-        check_outlet(path, session.outputs(), "out_n_layer_self_v_cache", Float32, 4)?;
-        let has_cross_qk = session.outputs().iter().any(|o| o.name() == "cross_qk");
-        if has_cross_qk {
-            check_outlet(path, session.outputs(), "cross_qk", Float32, 4)?;
-        }
+        let (n_layer, d, n_head) = (spec.n_text_layer, spec.n_text_state, spec.n_text_head);
         let contract = |tensor: &str, problem: String| Error::Contract {
             path: path.to_path_buf(),
             tensor: tensor.into(),
             problem,
         };
-        if cache[0] >= 0 && cache[0] as usize != spec.n_text_layer {
-            return Err(contract(
-                "in_n_layer_self_k_cache",
-                format!("{} layers, metadata says {}", cache[0], spec.n_text_layer),
-            ));
-        }
-        if cache[3] >= 0 && cache[3] as usize != spec.n_text_state {
-            return Err(contract(
-                "in_n_layer_self_k_cache",
-                format!("width {}, metadata says {}", cache[3], spec.n_text_state),
-            ));
-        }
+        check_outlet(path, session.inputs(), "tokens", Int64, 2)?;
+        check_outlet(path, session.inputs(), "offset", Int64, 1)?;
+        let logits = check_outlet(path, session.outputs(), "logits", Float32, 3)?;
         if logits[2] >= 0 && logits[2] as usize != spec.n_vocab {
             return Err(contract(
                 "logits",
                 format!("{} classes, metadata says n_vocab {}", logits[2], spec.n_vocab),
             ));
         }
+        let (past_names, present_names) = match layout {
+            Layout::Steno => {
+                let names = |prefix: &str| -> Vec<String> {
+                    (0..n_layer)
+                        .flat_map(|i| [format!("{prefix}_k_{i}"), format!("{prefix}_v_{i}")])
+                        .collect()
+                };
+                (names("past"), names("present"))
+            }
+            Layout::Sherpa => (
+                vec!["in_n_layer_self_k_cache".into(), "in_n_layer_self_v_cache".into()],
+                vec!["out_n_layer_self_k_cache".into(), "out_n_layer_self_v_cache".into()],
+            ),
+        };
+        let mut fixed_cache = None;
+        for name in &past_names {
+            let dims = check_outlet(path, session.inputs(), name, Float32, 4)?;
+            let (expect_width, width, cache_axis) = match layout {
+                Layout::Steno => (spec.head_dim(), dims[3], 2),
+                Layout::Sherpa => (d, dims[3], 2),
+            };
+            if width >= 0 && width as usize != expect_width {
+                return Err(contract(
+                    name,
+                    format!("width {width}, metadata implies {expect_width}"),
+                ));
+            }
+            if layout == Layout::Steno && dims[1] >= 0 && dims[1] as usize != n_head {
+                return Err(contract(name, format!("{} heads, metadata says {n_head}", dims[1])));
+            }
+            if layout == Layout::Sherpa && dims[0] >= 0 && dims[0] as usize != n_layer {
+                return Err(contract(name, format!("{} layers, metadata says {n_layer}", dims[0])));
+            }
+            if dims[cache_axis] > 0 {
+                fixed_cache = Some(dims[cache_axis] as usize);
+            }
+        }
+        for name in &present_names {
+            check_outlet(path, session.outputs(), name, Float32, 4)?;
+        }
+        let cross_names = layout.cross_names(n_layer);
+        for name in &cross_names {
+            check_outlet(path, session.inputs(), name, Float32, 4)?;
+        }
+        let has_cross_qk = session.outputs().iter().any(|o| o.name() == "cross_qk");
+        if has_cross_qk {
+            check_outlet(path, session.outputs(), "cross_qk", Float32, 4)?;
+        }
         Ok(Decoder {
             session,
             path: path.to_path_buf(),
-            n_layer: spec.n_text_layer,
-            d: spec.n_text_state,
+            layout,
+            n_layer,
+            n_head,
+            d,
             n_vocab: spec.n_vocab,
             n_text_ctx: spec.n_text_ctx,
-            fixed_cache: (cache[2] > 0).then_some(cache[2] as usize),
+            fixed_cache,
             has_cross_qk,
+            past_names,
+            present_names,
+            cross_names,
         })
     }
 
@@ -139,23 +190,37 @@ impl Decoder {
         self.has_cross_qk
     }
 
+    /// Whether one row of cross K/V serves any number of hypotheses (else it must be tiled).
+    pub fn broadcasts_cross(&self) -> bool {
+        self.layout == Layout::Steno
+    }
+
+    /// Row axis of the cross K/V tensors (for tiling).
+    pub fn cross_row_axis(&self) -> usize {
+        match self.layout {
+            Layout::Steno => 0,
+            Layout::Sherpa => 1,
+        }
+    }
+
     /// An empty cache for `batch` hypotheses.
     pub fn new_cache(&self, batch: usize) -> Result<KvCache> {
-        // A steno graph reads `cache[:, :, :offset]`, so one unused position stands in for "empty"
-        // (zero-sized tensors are avoided on purpose).
-        let positions = self.fixed_cache.unwrap_or(1);
-        let zeros = || -> Result<DynValue> {
-            let shape = [self.n_layer, batch, positions, self.d];
-            Tensor::from_array((shape, vec![0f32; shape.iter().product()]))
-                .map(|t| t.into_dyn())
-                .map_err(Error::ort("creating the self-attention cache"))
+        // A steno graph reads `past[:, :, :offset]`, so one unused position stands in for
+        // "empty" (zero-sized tensors are avoided on purpose).
+        let shape = match self.layout {
+            Layout::Steno => [batch, self.n_head, 1, self.d / self.n_head],
+            Layout::Sherpa => [self.n_layer, batch, self.fixed_cache.unwrap_or(1), self.d],
         };
-        Ok(KvCache {
-            k: zeros()?,
-            v: zeros()?,
-            batch,
-            len: 0,
-        })
+        let values = self
+            .past_names
+            .iter()
+            .map(|_| {
+                Tensor::from_array((shape, vec![0f32; shape.iter().product()]))
+                    .map(|t| t.into_dyn())
+                    .map_err(Error::ort("creating the self-attention cache"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache { values, batch, len: 0 })
     }
 
     /// Feed `tokens` (`batch` rows of `n`, row-major) after what `cache` holds and return the
@@ -170,7 +235,8 @@ impl Decoder {
         want_qk: bool,
     ) -> Result<(Vec<f32>, Option<CrossQk>)> {
         let batch = cache.batch;
-        if n == 0 || tokens.len() != batch * n || cross.batch != batch {
+        let cross_ok = cross.batch == batch || (cross.batch == 1 && self.broadcasts_cross());
+        if n == 0 || tokens.len() != batch * n || !cross_ok {
             return Err(Error::config(
                 "tokens",
                 format!(
@@ -190,13 +256,16 @@ impl Decoder {
                 ),
             ));
         }
-        if n > 1 && cache.len > 0 && self.fixed_cache.is_some() {
-            if want_qk {
-                return Err(Error::config(
-                    "word_timestamps",
-                    "this model does not report cross attention",
-                ));
-            }
+        if want_qk && !self.has_cross_qk {
+            return Err(Error::config(
+                "word_timestamps",
+                format!(
+                    "{} does not report cross attention (a sherpa-onnx export?)",
+                    self.path.display()
+                ),
+            ));
+        }
+        if n > 1 && cache.len > 0 && self.layout == Layout::Sherpa {
             let mut last = Vec::new();
             for i in 0..n {
                 let column: Vec<u32> = (0..batch).map(|b| tokens[b * n + i]).collect();
@@ -218,20 +287,29 @@ impl Decoder {
         let batch = cache.batch;
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let offset = [cache.len as i64];
-        let tokens_in = TensorRef::from_array_view(([batch, n], ids.as_slice()))
-            .map_err(Error::ort("creating the tokens tensor"))?;
-        let offset_in =
-            TensorRef::from_array_view(([1usize], &offset[..])).map_err(Error::ort("creating the offset tensor"))?;
+        let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
+            Vec::with_capacity(2 + cache.values.len() + cross.values.len());
+        inputs.push((
+            "tokens".into(),
+            TensorRef::from_array_view(([batch, n], ids.as_slice()))
+                .map_err(Error::ort("creating the tokens tensor"))?
+                .into(),
+        ));
+        inputs.push((
+            "offset".into(),
+            TensorRef::from_array_view(([1usize], &offset[..]))
+                .map_err(Error::ort("creating the offset tensor"))?
+                .into(),
+        ));
+        for (name, value) in self.past_names.iter().zip(&cache.values) {
+            inputs.push((name.as_str().into(), value.into()));
+        }
+        for (name, value) in self.cross_names.iter().zip(&cross.values) {
+            inputs.push((name.as_str().into(), value.into()));
+        }
         let mut out = self
             .session
-            .run(ort::inputs![
-                "tokens" => tokens_in,
-                "in_n_layer_self_k_cache" => &cache.k,
-                "in_n_layer_self_v_cache" => &cache.v,
-                "n_layer_cross_k" => &cross.k,
-                "n_layer_cross_v" => &cross.v,
-                "offset" => offset_in,
-            ])
+            .run(inputs)
             .map_err(Error::ort(format!("running {}", self.path.display())))?;
         let missing = |name: &str| Error::Contract {
             path: self.path.clone(),
@@ -258,7 +336,7 @@ impl Decoder {
             }
             rows
         };
-        let qk = if want_qk && self.has_cross_qk {
+        let qk = if want_qk {
             let value = out.get("cross_qk").ok_or_else(|| missing("cross_qk"))?;
             let (shape, data) = value
                 .try_extract_tensor::<f32>()
@@ -272,17 +350,15 @@ impl Decoder {
         } else {
             None
         };
-        cache.k = out
-            .remove("out_n_layer_self_k_cache")
-            .ok_or_else(|| missing("out_n_layer_self_k_cache"))?;
-        cache.v = out
-            .remove("out_n_layer_self_v_cache")
-            .ok_or_else(|| missing("out_n_layer_self_v_cache"))?;
+        for (slot, name) in cache.values.iter_mut().zip(&self.present_names) {
+            *slot = out.remove(name.as_str()).ok_or_else(|| missing(name))?;
+        }
         cache.len += n;
         Ok((logits, qk))
     }
 
-    /// Reorder the cache's rows: new row `i` is old row `source[i]` (beam search).
+    /// Reorder the cache's rows: new row `i` is old row `source[i]` (beam search); `source`
+    /// may repeat rows and change the row count.
     pub fn reorder(&self, cache: &mut KvCache, source: &[usize]) -> Result<()> {
         if source.iter().any(|&s| s >= cache.batch) {
             return Err(Error::config(
@@ -290,26 +366,37 @@ impl Decoder {
                 format!("row index out of range 0..{}", cache.batch),
             ));
         }
-        let gather = |value: &DynValue| -> Result<DynValue> {
-            let (shape, data) = value
-                .try_extract_tensor::<f32>()
-                .map_err(Error::ort("reading the cache"))?;
-            let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            let (layers, rows, per_row) = (dims[0], dims[1], dims[2] * dims[3]);
-            let mut out = Vec::with_capacity(layers * source.len() * per_row);
-            for l in 0..layers {
-                for &s in source {
-                    let start = (l * rows + s) * per_row;
-                    out.extend_from_slice(&data[start..start + per_row]);
-                }
-            }
-            Tensor::from_array(([layers, source.len(), dims[2], dims[3]], out))
-                .map(|t| t.into_dyn())
-                .map_err(Error::ort("reordering the cache"))
+        let axis = match self.layout {
+            Layout::Steno => 0,
+            Layout::Sherpa => 1,
         };
-        cache.k = gather(&cache.k)?;
-        cache.v = gather(&cache.v)?;
+        for value in cache.values.iter_mut() {
+            *value = gather_rows(value, axis, source)?;
+        }
         cache.batch = source.len();
         Ok(())
     }
+}
+
+/// A new tensor whose rows along `axis` are `value`'s rows `source[0]`, `source[1]`, ….
+fn gather_rows(value: &DynValue, axis: usize, source: &[usize]) -> Result<DynValue> {
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(Error::ort("reading the cache"))?;
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let outer: usize = dims[..axis].iter().product();
+    let rows = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let mut out = Vec::with_capacity(outer * source.len() * inner);
+    for o in 0..outer {
+        for &s in source {
+            let start = (o * rows + s) * inner;
+            out.extend_from_slice(&data[start..start + inner]);
+        }
+    }
+    let mut new_dims = dims;
+    new_dims[axis] = source.len();
+    Tensor::from_array((new_dims, out))
+        .map(|t| t.into_dyn())
+        .map_err(Error::ort("reordering the cache"))
 }

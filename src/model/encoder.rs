@@ -1,19 +1,26 @@
 //! The audio encoder: log-mel window in, the cross-attention keys/values of every decoder layer
 //! out (computed once per window, reused by every decoding step and every beam).
 //!
-//! Tensor contract (sherpa-onnx names):
+//! Tensor contracts (the layout is read off the graph's output names at load):
+//!
+//! steno (`models/export_whisper.py`, default):
 //! | tensor | dtype | shape |
 //! |---|---|---|
-//! | in `mel` | f32 | `[N, n_mels, T]`: normalised log-mel, `T` = 3000 (sherpa-onnx) or dynamic ≤ 3000 (steno) |
-//! | out `n_layer_cross_k` | f32 | `[n_text_layer, N, T/2, n_text_state]` |
-//! | out `n_layer_cross_v` | f32 | `[n_text_layer, N, T/2, n_text_state]` |
+//! | in `mel` | f32 | `[1, n_mels, T]`: normalised log-mel, `T` even, ≤ 3000 |
+//! | out `cross_k_{i}`, `cross_v_{i}` (i < n_text_layer) | f32 | `[1, n_text_head, T/2, head_dim]` |
+//!
+//! sherpa-onnx (`scripts/whisper/export-onnx.py`):
+//! | tensor | dtype | shape |
+//! |---|---|---|
+//! | in `mel` | f32 | `[1, n_mels, 3000]` |
+//! | out `n_layer_cross_k`, `n_layer_cross_v` | f32 | `[n_text_layer, 1, 1500, n_text_state]` |
 
 use std::path::{Path, PathBuf};
 
 use ort::session::Session;
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 
-use super::{ModelSpec, check_outlet};
+use super::{Layout, ModelSpec, check_outlet};
 use crate::error::{Error, Result};
 
 /// How many mel frames the encoder accepts.
@@ -25,19 +32,20 @@ pub enum MelFrames {
     Dynamic { max: usize },
 }
 
-/// Cross-attention keys and values of one audio window, `[n_text_layer, batch, frames, n_text_state]`.
+/// Cross-attention keys and values of one audio window, in the model's layout:
+/// steno: `[k_0, …, k_{L-1}, v_0, …, v_{L-1}]`, each `[batch, H, frames, head_dim]`;
+/// sherpa-onnx: `[k, v]`, each `[L, batch, frames, D]`.
 pub struct CrossKv {
-    pub(crate) k: DynValue,
-    pub(crate) v: DynValue,
-    /// Rows (hypotheses) the tensors hold.
+    pub(crate) values: Vec<DynValue>,
+    /// Rows the tensors hold.
     pub batch: usize,
     /// Encoder frames (20 ms each).
     pub frames: usize,
 }
 
 impl CrossKv {
-    /// The same keys/values tiled to `n` rows, for decoding `n` hypotheses in one batch.
-    pub fn repeat(&self, n: usize) -> Result<CrossKv> {
+    /// The same keys/values tiled to `n` rows (for graphs that cannot broadcast one row).
+    pub fn repeat(&self, n: usize, row_axis: usize) -> Result<CrossKv> {
         if self.batch != 1 {
             return Err(Error::config("beam_size", "cross K/V can only be tiled from one row"));
         }
@@ -46,21 +54,23 @@ impl CrossKv {
                 .try_extract_tensor::<f32>()
                 .map_err(Error::ort("reading cross-attention keys"))?;
             let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-            let (layers, per_row) = (dims[0], dims[2] * dims[3]);
+            // [outer…, 1 (row axis), inner…]: repeat each inner block n times.
+            let outer: usize = dims[..row_axis].iter().product();
+            let inner: usize = dims[row_axis + 1..].iter().product();
             let mut out = Vec::with_capacity(data.len() * n);
-            for l in 0..layers {
-                let row = &data[l * per_row..(l + 1) * per_row];
+            for o in 0..outer {
+                let block = &data[o * inner..(o + 1) * inner];
                 for _ in 0..n {
-                    out.extend_from_slice(row);
+                    out.extend_from_slice(block);
                 }
             }
-            let tensor = Tensor::from_array(([layers, n, dims[2], dims[3]], out))
-                .map_err(Error::ort("tiling cross-attention keys"))?;
+            let mut new_dims = dims.clone();
+            new_dims[row_axis] = n;
+            let tensor = Tensor::from_array((new_dims, out)).map_err(Error::ort("tiling cross-attention keys"))?;
             Ok(tensor.into_dyn())
         };
         Ok(CrossKv {
-            k: tile(&self.k)?,
-            v: tile(&self.v)?,
+            values: self.values.iter().map(tile).collect::<Result<_>>()?,
             batch: n,
             frames: self.frames,
         })
@@ -73,12 +83,14 @@ pub struct Encoder {
     path: PathBuf,
     n_mels: usize,
     frames: MelFrames,
+    outputs: Vec<String>,
 }
 
 impl Encoder {
-    pub(crate) fn new(session: Session, path: &Path, spec: &ModelSpec) -> Result<Encoder> {
+    pub(crate) fn new(session: Session, path: &Path, spec: &ModelSpec, layout: Layout) -> Result<Encoder> {
         let mel = check_outlet(path, session.inputs(), "mel", TensorElementType::Float32, 3)?;
-        for name in ["n_layer_cross_k", "n_layer_cross_v"] {
+        let outputs = layout.cross_names(spec.n_text_layer);
+        for name in &outputs {
             check_outlet(path, session.outputs(), name, TensorElementType::Float32, 4)?;
         }
         if mel[1] >= 0 && mel[1] as usize != spec.n_mels {
@@ -100,6 +112,7 @@ impl Encoder {
             path: path.to_path_buf(),
             n_mels: spec.n_mels,
             frames,
+            outputs,
         })
     }
 
@@ -134,22 +147,24 @@ impl Encoder {
             .session
             .run(ort::inputs!["mel" => input])
             .map_err(Error::ort(format!("running {}", self.path.display())))?;
-        let take = |out: &mut ort::session::SessionOutputs, name: &str| {
-            out.remove(name).ok_or_else(|| Error::Contract {
+        let mut values = Vec::with_capacity(self.outputs.len());
+        for name in &self.outputs {
+            values.push(out.remove(name.as_str()).ok_or_else(|| Error::Contract {
                 path: self.path.clone(),
-                tensor: name.into(),
+                tensor: name.clone(),
                 problem: "not produced".into(),
-            })
-        };
-        let k = take(&mut out, "n_layer_cross_k")?;
-        let v = take(&mut out, "n_layer_cross_v")?;
+            })?);
+        }
         drop(out);
-        let shape = k.shape().to_vec();
+        // Encoder frames: the second-to-last axis in both layouts.
+        let frames = values
+            .first()
+            .and_then(|v| v.try_extract_tensor::<f32>().ok().map(|(s, _)| s[s.len() - 2] as usize))
+            .unwrap_or(0);
         Ok(CrossKv {
-            batch: shape.get(1).copied().unwrap_or(1) as usize,
-            frames: shape.get(2).copied().unwrap_or(0) as usize,
-            k,
-            v,
+            values,
+            batch: 1,
+            frames,
         })
     }
 }

@@ -1,14 +1,14 @@
 //! The model boundary: which files make a Whisper export, what its metadata says, and the
 //! encoder/decoder graphs behind ONNX Runtime sessions.
 //!
-//! Two layouts load, both with the sherpa-onnx tensor names (see [`encoder`] and [`decoder`]
-//! for the exact contracts):
-//! - steno's own export (`models/export_whisper.py`): dynamic mel length, dynamic self-attention
-//!   cache length, last-position logits, plus a `cross_qk` output for word timestamps;
-//! - sherpa-onnx's export (`scripts/whisper/export-onnx.py`): 3000 mel frames, a 448-position
-//!   cache, logits for every position.
+//! Two layouts load (see [`encoder`] and [`decoder`] for the exact tensor contracts):
+//! - steno's own export (`models/export_whisper.py`): per-layer head-major caches and cross K/V
+//!   (no copies per decoding step; one row of cross K/V serves every beam), dynamic mel and
+//!   cache lengths, last-position logits, and a `cross_qk` output for word timestamps;
+//! - sherpa-onnx's export (`scripts/whisper/export-onnx.py`), unchanged: stacked `[L, N, T, D]`
+//!   tensors, 3000 mel frames, a 448-position cache, logits for every position.
 //!
-//! The layout is read off the graphs' declared shapes at load, never guessed from file names.
+//! The layout is read off the graphs' tensor names at load, never guessed from file names.
 //! Dimensions and special token ids come from the encoder's `metadata_props`.
 //! [`WhisperModel`] is the weights (sessions, read-only data); everything that changes while
 //! transcribing (caches, mel, transcript) lives with the caller.
@@ -25,6 +25,49 @@ use crate::runtime::Runtime;
 use crate::tokenizer::Tokenizer;
 pub use decoder::{Decoder, KvCache};
 pub use encoder::{CrossKv, Encoder};
+
+/// The tensor contract of an export (see [`encoder`] and [`decoder`] for the tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// steno's export: per-layer, head-major caches and cross K/V; dynamic lengths.
+    Steno,
+    /// sherpa-onnx's export: stacked `[L, N, T, D]` tensors, 30 s windows, 448-position cache.
+    Sherpa,
+}
+
+impl Layout {
+    /// Decide from the encoder's outputs.
+    fn detect(path: &Path, outputs: &[ort::value::Outlet]) -> Result<Layout> {
+        let has = |name: &str| outputs.iter().any(|o| o.name() == name);
+        if has("cross_k_0") {
+            Ok(Layout::Steno)
+        } else if has("n_layer_cross_k") {
+            Ok(Layout::Sherpa)
+        } else {
+            let names: Vec<&str> = outputs.iter().map(|o| o.name()).collect();
+            Err(Error::Contract {
+                path: path.to_path_buf(),
+                tensor: "cross_k_0".into(),
+                problem: format!(
+                    "missing, and so is `n_layer_cross_k`: not a Whisper encoder export (outputs: {})",
+                    names.join(", ")
+                ),
+            })
+        }
+    }
+
+    /// Names of the cross-attention K/V tensors (encoder outputs = decoder inputs), keys first.
+    pub(crate) fn cross_names(self, n_layer: usize) -> Vec<String> {
+        match self {
+            Layout::Steno => (0..n_layer)
+                .map(|i| format!("cross_k_{i}"))
+                .chain((0..n_layer).map(|i| format!("cross_v_{i}")))
+                .collect(),
+            Layout::Sherpa => vec!["n_layer_cross_k".into(), "n_layer_cross_v".into()],
+        }
+    }
+}
 
 /// Which weights of an export to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -173,6 +216,7 @@ pub struct ModelSpec {
     pub n_audio_ctx: usize,
     pub n_text_ctx: usize,
     pub n_text_state: usize,
+    pub n_text_head: usize,
     pub n_text_layer: usize,
     pub n_vocab: usize,
     pub multilingual: bool,
@@ -184,6 +228,11 @@ impl ModelSpec {
     /// Mel frames in the longest window (3000 = 30 s).
     pub fn max_mel_frames(&self) -> usize {
         self.n_audio_ctx * 2
+    }
+
+    /// Width of one decoder attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_text_state / self.n_text_head.max(1)
     }
 }
 
@@ -275,6 +324,7 @@ fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpe
         n_audio_ctx: md.num("n_audio_ctx")?,
         n_text_ctx: md.num("n_text_ctx")?,
         n_text_state: md.num("n_text_state")?,
+        n_text_head: md.num("n_text_head")?,
         n_text_layer: md.num("n_text_layer")?,
         n_vocab,
         multilingual,
@@ -320,6 +370,16 @@ fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpe
     ] {
         check(key, id)?;
     }
+    if spec.n_text_head == 0 || spec.n_text_state % spec.n_text_head != 0 {
+        return Err(Error::Metadata {
+            path: path.to_path_buf(),
+            key: "n_text_head".into(),
+            problem: format!(
+                "{} heads do not divide n_text_state {}",
+                spec.n_text_head, spec.n_text_state
+            ),
+        });
+    }
     if spec.n_mels != 80 && spec.n_mels != 128 {
         return Err(Error::Metadata {
             path: path.to_path_buf(),
@@ -334,6 +394,7 @@ fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpe
 /// Owned by the inference worker (ONNX Runtime sessions run with `&mut`).
 pub struct WhisperModel {
     pub files: ModelFiles,
+    pub layout: Layout,
     pub spec: ModelSpec,
     pub tokens: SpecialTokens,
     pub tokenizer: Arc<Tokenizer>,
@@ -346,6 +407,7 @@ impl std::fmt::Debug for WhisperModel {
         f.debug_struct("WhisperModel")
             .field("files", &self.files)
             .field("spec", &self.spec)
+            .field("layout", &self.layout)
             .finish_non_exhaustive()
     }
 }
@@ -367,12 +429,14 @@ impl WhisperModel {
                 .collect::<HashMap<_, _>>()
         };
         let (spec, tokens) = parse_metadata(&files.encoder, metadata)?;
-        let encoder = Encoder::new(encoder_session, &files.encoder, &spec)?;
-        let decoder = Decoder::new(runtime.session(&files.decoder)?, &files.decoder, &spec)?;
+        let layout = Layout::detect(&files.encoder, encoder_session.outputs())?;
+        let encoder = Encoder::new(encoder_session, &files.encoder, &spec, layout)?;
+        let decoder = Decoder::new(runtime.session(&files.decoder)?, &files.decoder, &spec, layout)?;
         let tokenizer = Tokenizer::load(&files.tokens, tokens.eot)?;
         tracing::debug!(?spec, "model loaded");
         Ok(WhisperModel {
             files,
+            layout,
             spec,
             tokens,
             tokenizer: Arc::new(tokenizer),
@@ -426,6 +490,7 @@ mod tests {
             ("n_audio_state", "384"),
             ("n_text_ctx", "448"),
             ("n_text_state", "384"),
+            ("n_text_head", "6"),
             ("n_text_layer", "4"),
             ("n_vocab", "51864"),
             ("is_multilingual", "0"),
