@@ -370,7 +370,7 @@ fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpe
     ] {
         check(key, id)?;
     }
-    if spec.n_text_head == 0 || spec.n_text_state % spec.n_text_head != 0 {
+    if spec.n_text_head == 0 || !spec.n_text_state.is_multiple_of(spec.n_text_head) {
         return Err(Error::Metadata {
             path: path.to_path_buf(),
             key: "n_text_head".into(),
