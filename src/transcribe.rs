@@ -14,7 +14,7 @@
 //! In: a normalised [`Mel`] (whole clip) and options; out: a [`Transcript`] of [`Segment`]s with
 //! times in seconds on the clip's clock (monotonic).
 
-use crate::decode::quality::{QualityThresholds, compression_ratio, is_silence, needs_fallback};
+use crate::decode::quality::{QualityThresholds, SPEECH_BAND_HZ, compression_ratio, is_silence, needs_fallback};
 use crate::decode::rules::{FilterOptions, LogitFilters};
 use crate::decode::search::{self, DecodeStrategy, DecodeTask, Hypothesis, TokenScorer};
 use crate::decode::segments::split_window;
@@ -323,6 +323,16 @@ pub fn transcribe(
     const MIN_WINDOW_FRAMES: usize = 10;
     while seek + MIN_WINDOW_FRAMES <= content_frames {
         let segment_size = max_frames.min(content_frames - seek);
+        if let Some(min) = options.thresholds.silence_log10_power {
+            let (lo, hi) = SPEECH_BAND_HZ;
+            let peak = mel.band_peak_log10(seek, segment_size, lo, hi);
+            if peak < min {
+                tracing::debug!(seek, peak, "window is silent (energy gate)");
+                seek += segment_size;
+                progress(seek.min(content_frames) as f64 / 100.0);
+                continue;
+            }
+        }
         let encoder_frames = match model.encoder.mel_frames() {
             MelFrames::Fixed(n) => n,
             // Even, so the stride-2 convolution maps frames exactly to 20 ms positions.

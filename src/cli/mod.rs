@@ -91,6 +91,10 @@ pub struct DecodeArgs {
     /// Treat a window as silence when P(no speech) is above this and confidence is low (0 = off).
     #[arg(long, default_value_t = 0.6)]
     no_speech_threshold: f32,
+    /// Skip windows whose speech-band (200–4000 Hz) power never reaches this, log10 units
+    /// (−3 ≈ −55 dBFS noise; 0 = off).
+    #[arg(long, default_value_t = -3.0, allow_negative_numbers = true)]
+    silence_threshold: f32,
     /// Seconds of padding after a window's audio (dynamic-length encoders).
     #[arg(long, default_value_t = 5.0)]
     pad_seconds: f32,
@@ -141,6 +145,7 @@ impl DecodeArgs {
                 compression_ratio: nonzero(self.compression_ratio_threshold),
                 logprob: nonzero(self.logprob_threshold),
                 no_speech: nonzero(self.no_speech_threshold),
+                silence_log10_power: nonzero(self.silence_threshold),
             },
             condition_on_previous_text: !self.no_context,
             filters: FilterOptions::default(),

@@ -19,7 +19,16 @@ pub struct QualityThresholds {
     pub logprob: Option<f32>,
     /// A window is silence when P(no speech) is above this and the log-prob is low. Default: 0.6.
     pub no_speech: Option<f32>,
+    /// A window is silence, and is not decoded at all, when no frame's speech-band (200–4000 Hz)
+    /// mel power reaches this, in log10 units ([`crate::features::Mel::band_peak_log10`]).
+    /// Default: −3.0, about broadband noise at −55 dBFS; speech at −55 dBFS RMS still peaks
+    /// near −1.7. Whisper hallucinates text ("you") on digital silence and hum with a confident
+    /// log-prob, so its own gate does not catch them.
+    pub silence_log10_power: Option<f32>,
 }
+
+/// Speech band of the energy gate, Hz.
+pub const SPEECH_BAND_HZ: (f64, f64) = (200.0, 4000.0);
 
 impl Default for QualityThresholds {
     fn default() -> Self {
@@ -27,6 +36,7 @@ impl Default for QualityThresholds {
             compression_ratio: Some(2.4),
             logprob: Some(-1.0),
             no_speech: Some(0.6),
+            silence_log10_power: Some(-3.0),
         }
     }
 }

@@ -199,6 +199,14 @@ pub fn slaney_filterbank(n_mels: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// Centre frequency of each mel filter in Hz (the peaks of [`slaney_filterbank`]).
+pub fn mel_centres_hz(n_mels: usize) -> Vec<f64> {
+    let max_mel = hz_to_mel(SAMPLE_RATE / 2.0);
+    (1..=n_mels)
+        .map(|i| mel_to_hz(max_mel * i as f64 / (n_mels + 1) as f64))
+        .collect()
+}
+
 // Slaney's Auditory Toolbox mel scale (librosa `htk=False`): linear below 1 kHz at
 // 200/3 Hz per mel, logarithmic above with 27 mels per factor 6.4.
 const F_SP: f64 = 200.0 / 3.0;
@@ -306,6 +314,38 @@ impl Mel {
         }
     }
 
+    /// Loudness of the loudest frame in `start..start + len`, counting only the bins centred in
+    /// `lo_hz..=hi_hz`: log10 of their summed mel power. Reads a Whisper-normalised spectrogram
+    /// (log10 power = 4x − 4, clamped at the clip's max − 8). For calibration: broadband white
+    /// noise at −40 / −60 dBFS RMS reads about −1.5 / −3.5 over 200–4000 Hz; speech at −55 dBFS
+    /// RMS peaks near −1.7. −∞ for an empty range.
+    pub fn band_peak_log10(&self, start: usize, len: usize, lo_hz: f64, hi_hz: f64) -> f32 {
+        let end = start.saturating_add(len).min(self.n_frames);
+        if start >= end {
+            return f32::NEG_INFINITY;
+        }
+        let bins: Vec<usize> = mel_centres_hz(self.n_mels)
+            .iter()
+            .enumerate()
+            .filter(|(_, hz)| (lo_hz..=hi_hz).contains(*hz))
+            .map(|(m, _)| m)
+            .collect();
+        let mut frame_power = vec![0f64; end - start];
+        for &m in &bins {
+            if let Some(row) = self.row(m).and_then(|r| r.get(start..end)) {
+                for (acc, &x) in frame_power.iter_mut().zip(row) {
+                    *acc += 10f64.powf(f64::from(4.0 * x - 4.0));
+                }
+            }
+        }
+        let peak = frame_power.iter().copied().fold(0.0, f64::max);
+        if peak > 0.0 {
+            peak.log10() as f32
+        } else {
+            f32::NEG_INFINITY
+        }
+    }
+
     /// [`Mel::copy_window_into`] into a new buffer.
     pub fn window(&self, start: usize, len: usize, pad: f32) -> Vec<f32> {
         let mut out = Vec::new();
@@ -317,6 +357,48 @@ impl Mel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn noise(rms: f32, n: usize) -> Vec<f32> {
+        // Deterministic uniform noise (xorshift), scaled to the RMS asked for.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let u = (state >> 11) as f32 / (1u64 << 53) as f32 * 2.0 - 1.0;
+                u * rms * 3f32.sqrt()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn band_peak_reads_absolute_loudness() {
+        let front = LogMel::new(80).unwrap();
+        let level = |samples: &[f32]| {
+            let mut mel = front.log10_mel(samples);
+            mel.normalize_whisper();
+            mel.band_peak_log10(0, mel.n_frames(), 200.0, 4000.0)
+        };
+        let minus_40_dbfs = level(&noise(0.01, 16_000));
+        let minus_60_dbfs = level(&noise(0.001, 16_000));
+        assert!((-1.8..-1.2).contains(&minus_40_dbfs), "{minus_40_dbfs}");
+        assert!((-3.8..-3.2).contains(&minus_60_dbfs), "{minus_60_dbfs}");
+        assert!(level(&vec![0.0; 16_000]) < -5.0, "digital silence");
+        // A 50 Hz hum has no energy in the speech band.
+        let hum: Vec<f32> = (0..16_000)
+            .map(|i| 0.01 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16_000.0).sin())
+            .collect();
+        assert!(level(&hum) < -3.0, "{}", level(&hum));
+    }
+
+    #[test]
+    fn mel_centres_rise_to_nyquist() {
+        let c = mel_centres_hz(80);
+        assert_eq!(c.len(), 80);
+        assert!(c.windows(2).all(|w| w[0] < w[1]));
+        assert!(c[0] > 0.0 && c[79] < 8000.0);
+    }
 
     #[test]
     fn rejects_other_mel_counts() {
