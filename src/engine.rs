@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::audio::{self, Audio};
 use crate::error::{Error, Result};
 use crate::features::{LogMel, Mel};
-use crate::model::{ModelFiles, ModelSpec, ModelVariant, WhisperModel};
+use crate::model::{Layout, ModelFiles, ModelSpec, ModelVariant, WhisperModel};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::transcribe::{TranscribeOptions, Transcript, transcribe};
 
@@ -84,6 +84,7 @@ pub struct Engine {
     worker: Option<JoinHandle<()>>,
     spec: ModelSpec,
     files: ModelFiles,
+    layout: Layout,
     log_mel: LogMel,
 }
 
@@ -104,7 +105,7 @@ impl Engine {
         let files = ModelFiles::discover(&config.model.dir, config.model.variant, &config.model.provision_hint)?;
         let runtime = Runtime::get(&config.runtime)?;
         let (jobs_tx, jobs_rx) = bounded::<Job>(1);
-        let (ready_tx, ready_rx) = bounded::<Result<(ModelSpec, ModelFiles)>>(1);
+        let (ready_tx, ready_rx) = bounded::<Result<(ModelSpec, ModelFiles, Layout)>>(1);
         let options = config.options;
         let worker = std::thread::Builder::new()
             .name("steno-inference".into())
@@ -115,7 +116,7 @@ impl Engine {
                 });
                 let mut model = match model {
                     Ok(m) => {
-                        let _ = ready_tx.send(Ok((m.spec.clone(), m.files.clone())));
+                        let _ = ready_tx.send(Ok((m.spec.clone(), m.files.clone(), m.layout)));
                         m
                     }
                     Err(e) => {
@@ -132,7 +133,7 @@ impl Engine {
                 }
             })
             .map_err(|e| Error::Worker(format!("cannot start the inference thread: {e}")))?;
-        let (spec, files) = match ready_rx.recv() {
+        let (spec, files, layout) = match ready_rx.recv() {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => {
                 let _ = worker.join();
@@ -152,6 +153,7 @@ impl Engine {
             worker: Some(worker),
             spec,
             files,
+            layout,
             log_mel,
         })
     }
@@ -159,6 +161,11 @@ impl Engine {
     /// The loaded model's dimensions.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
+    }
+
+    /// The loaded model's tensor contract.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The loaded model's files.
@@ -242,6 +249,64 @@ impl Engine {
             }
         });
     }
+}
+
+/// Transcribe `paths` on several engines at once (each its own model copy and worker), one
+/// file per engine at a time; `sink` hears every event on the calling thread, in the order
+/// they happen. With one engine this is [`Engine::transcribe_files`] (which also overlaps
+/// reading the next file with decoding).
+pub fn transcribe_files_parallel(engines: &[Engine], paths: &[PathBuf], sink: &mut dyn FnMut(FileEvent)) {
+    if engines.len() <= 1 {
+        if let Some(engine) = engines.first() {
+            engine.transcribe_files(paths, sink);
+        }
+        return;
+    }
+    enum Owned {
+        Started(usize, f64),
+        Progress(usize, f64),
+        Finished(usize, Result<Transcript>),
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = unbounded::<Owned>();
+    std::thread::scope(|scope| {
+        for engine in engines {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || {
+                loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(path) = paths.get(index) else { break };
+                    let prepared = audio::read_audio(path).map_err(Error::from);
+                    let result = prepared.and_then(|audio| {
+                        let _ = tx.send(Owned::Started(index, audio.duration_s()));
+                        let rx = engine.submit(engine.prepare(&audio.samples))?;
+                        wait(&rx, &mut |s| {
+                            let _ = tx.send(Owned::Progress(index, s));
+                        })
+                    });
+                    if tx.send(Owned::Finished(index, result)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        for event in rx {
+            sink(match event {
+                Owned::Started(index, duration) => FileEvent::Started {
+                    index,
+                    path: &paths[index],
+                    duration,
+                },
+                Owned::Progress(index, seconds) => FileEvent::Progress { index, seconds },
+                Owned::Finished(index, result) => FileEvent::Finished {
+                    index,
+                    path: &paths[index],
+                    result,
+                },
+            });
+        }
+    });
 }
 
 /// Events of a batch ([`Engine::transcribe_files`]).

@@ -55,10 +55,11 @@ pub struct TranscribeOptions {
     /// Language code (`en`, `de`…); `None` = detect from the first window (multilingual models)
     /// or English (English-only models).
     pub language: Option<String>,
+    /// Search at temperature 0 (and candidates sampled above it). Default: beam 5, best-of 5.
     pub strategy: DecodeStrategy,
     /// The temperature ladder: retry at the next temperature when a gate fails.
     /// Default: 0.0, 0.2, 0.4, 0.6, 0.8, 1.0.
-    pub temperatures: Vec<f32>,
+    pub temperatures: Vec<f64>,
     pub thresholds: QualityThresholds,
     /// Prompt each window with the text so far (Whisper's `condition_on_previous_text`). Default: true.
     pub condition_on_previous_text: bool,
@@ -79,7 +80,11 @@ impl Default for TranscribeOptions {
         TranscribeOptions {
             task: Task::Transcribe,
             language: None,
-            strategy: DecodeStrategy::Greedy { best_of: 5 },
+            strategy: DecodeStrategy::Beam {
+                beam_size: 5,
+                patience: 1.0,
+                best_of: 5,
+            },
             temperatures: vec![0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
             thresholds: QualityThresholds::default(),
             condition_on_previous_text: true,
@@ -160,9 +165,9 @@ pub struct Segment {
     pub text: String,
     pub tokens: Vec<u32>,
     pub avg_logprob: f64,
-    pub no_speech_prob: f32,
-    pub temperature: f32,
-    pub compression_ratio: f32,
+    pub no_speech_prob: f64,
+    pub temperature: f64,
+    pub compression_ratio: f64,
 }
 
 /// The result of transcribing one clip.
@@ -410,9 +415,9 @@ pub fn transcribe(
                 text,
                 tokens: piece.tokens,
                 avg_logprob: hyp.avg_logprob,
-                no_speech_prob: hyp.no_speech_prob,
+                no_speech_prob: f64::from(hyp.no_speech_prob),
                 temperature: hyp.temperature,
-                compression_ratio: ratio,
+                compression_ratio: f64::from(ratio),
             });
         }
         if !options.condition_on_previous_text || hyp.temperature > 0.5 {

@@ -78,7 +78,7 @@ pub struct DecodeArgs {
     patience: f32,
     /// Temperature fallback ladder, comma-separated.
     #[arg(long, default_value = "0,0.2,0.4,0.6,0.8,1.0", value_delimiter = ',')]
-    temperature: Vec<f32>,
+    temperature: Vec<f64>,
     /// Do not prompt each window with the text before it.
     #[arg(long)]
     no_context: bool,
@@ -132,6 +132,7 @@ impl DecodeArgs {
             DecodeStrategy::Beam {
                 beam_size: self.beam_size,
                 patience: self.patience,
+                best_of: self.best_of,
             }
         } else {
             DecodeStrategy::Greedy { best_of: self.best_of }
@@ -170,9 +171,11 @@ fn engine_config(model: &ModelArgs, decode: &DecodeArgs) -> Result<EngineConfig>
 
 fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
-        1 => "steno=info,warn",
-        _ => "steno=debug,info",
+        // Only steno's own events: decoders' internal logs (symphonia's probe) would add lines
+        // to a one-line error.
+        0 => "steno=warn",
+        1 => "steno=info",
+        _ => "steno=debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STENO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

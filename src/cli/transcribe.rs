@@ -2,6 +2,7 @@
 //! `--output-dir`), a progress bar on stderr when it is a terminal. A file that fails is
 //! reported on stderr and skipped; the exit code is 1 when any file failed.
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +14,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use steno::output::{self, Format};
 use steno::{Engine, FileEvent};
 
-use super::{DecodeArgs, ModelArgs, engine_config};
+use super::engine_config as config_for;
+
+use super::{DecodeArgs, ModelArgs};
 
 /// Extensions picked up when a folder is given.
 const AUDIO_EXTENSIONS: &[&str] = &["wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "mp4", "aac"];
@@ -32,6 +35,9 @@ pub struct TranscribeArgs {
     /// Descend into sub-folders of folder inputs.
     #[arg(long, short = 'r')]
     recursive: bool,
+    /// Files transcribed at once, each by its own model copy (threads are split between them).
+    #[arg(long, short = 'j', default_value_t = 1)]
+    jobs: usize,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -99,85 +105,133 @@ fn progress_bar(files: usize) -> ProgressBar {
     bar
 }
 
+/// Prints each file's output in input order (parallel jobs finish out of order) and counts
+/// failures; a closed stdout (`steno … | head`) stops printing quietly.
+struct OrderedPrinter {
+    next: usize,
+    ready: BTreeMap<usize, Result<Vec<u8>>>,
+    failed: usize,
+    broken_pipe: bool,
+}
+
+impl OrderedPrinter {
+    fn finish(&mut self, index: usize, outcome: Result<Vec<u8>>, bar: &ProgressBar) {
+        self.ready.insert(index, outcome);
+        while let Some(outcome) = self.ready.remove(&self.next) {
+            self.next += 1;
+            match outcome {
+                Err(e) => {
+                    self.failed += 1;
+                    bar.suspend(|| eprintln!("steno: error: {e:#}"));
+                }
+                Ok(bytes) if !bytes.is_empty() && !self.broken_pipe => {
+                    let mut out = std::io::stdout().lock();
+                    if let Err(e) = out.write_all(&bytes).and_then(|_| out.flush()) {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            self.broken_pipe = true;
+                        } else {
+                            self.failed += 1;
+                            bar.suspend(|| eprintln!("steno: error: writing to stdout: {e}"));
+                        }
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
 pub fn run(args: TranscribeArgs) -> Result<ExitCode> {
     let format: Format = args.format.parse()?;
     let files = collect_inputs(&args.inputs, args.recursive)?;
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create output folder", dir.display()))?;
     }
-    let engine = Engine::start(engine_config(&args.model, &args.decode)?)?;
+    let engines = start_engines(&args.model, &args.decode, args.jobs, files.len())?;
 
     let bar = progress_bar(files.len());
     let started = Instant::now();
     let multiple = files.len() > 1;
-    let mut failed = 0usize;
+    let mut printer = OrderedPrinter {
+        next: 0,
+        ready: BTreeMap::new(),
+        failed: 0,
+        broken_pipe: false,
+    };
     let mut done = 0usize;
     let mut audio_done = 0.0f64;
-    let mut current = 0.0f64;
-    let stdout = std::io::stdout();
-    let mut broken_pipe = false;
+    // Seconds decoded so far of each file in flight.
+    let mut in_flight: HashMap<usize, f64> = HashMap::new();
 
-    engine.transcribe_files(&files, &mut |event| match event {
-        FileEvent::Started { duration, .. } => {
+    steno::engine::transcribe_files_parallel(&engines, &files, &mut |event| match event {
+        FileEvent::Started { index, duration, .. } => {
             bar.inc_length((duration * 100.0) as u64);
-            current = 0.0;
+            in_flight.insert(index, 0.0);
         }
-        FileEvent::Progress { seconds, .. } => {
-            bar.inc(((seconds - current) * 100.0).max(0.0) as u64);
-            current = seconds;
-            let rtfx = (audio_done + seconds) / started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "{done}/{} files, {:.0} s audio, {rtfx:.1}x",
-                files.len(),
-                audio_done + seconds
-            ));
+        FileEvent::Progress { index, seconds } => {
+            let previous = in_flight.insert(index, seconds).unwrap_or(0.0);
+            bar.inc(((seconds - previous) * 100.0).max(0.0) as u64);
+            let audio = audio_done + in_flight.values().sum::<f64>();
+            let rtfx = audio / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!("{done}/{} files, {audio:.0} s audio, {rtfx:.1}x", files.len()));
         }
-        FileEvent::Finished { path, result, .. } => {
+        FileEvent::Finished { index, path, result } => {
             done += 1;
-            match result {
-                Ok(transcript) => {
-                    audio_done += transcript.duration;
-                    let written = match &args.output_dir {
-                        Some(dir) => write_file(dir, path, &transcript, format),
-                        None => {
-                            let mut out = stdout.lock();
-                            let res = if multiple && format == Format::Txt {
-                                writeln!(out, "==> {} <==", path.display())
-                                    .and_then(|_| output::write(&mut out, &transcript, format, None))
-                            } else {
-                                output::write(&mut out, &transcript, format, Some(&path.display().to_string()))
-                            };
-                            res.and_then(|_| out.flush()).map_err(|e| {
-                                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                                    broken_pipe = true;
-                                }
-                                anyhow::Error::new(e).context("writing to stdout")
-                            })
-                        }
-                    };
-                    if let Err(e) = written
-                        && !broken_pipe
-                    {
-                        failed += 1;
-                        bar.suspend(|| eprintln!("steno: error: {e:#}"));
-                    }
-                }
-                Err(e) => {
-                    failed += 1;
-                    bar.suspend(|| eprintln!("steno: error: {e}"));
-                }
-            }
+            in_flight.remove(&index);
+            let outcome = result.map_err(anyhow::Error::from).and_then(|transcript| {
+                audio_done += transcript.duration;
+                render(&transcript, path, format, args.output_dir.as_deref(), multiple)
+            });
+            printer.finish(index, outcome, &bar);
         }
     });
     bar.finish_and_clear();
-    if broken_pipe {
+    if printer.broken_pipe {
         return Ok(ExitCode::SUCCESS);
     }
-    if failed > 0 {
-        eprintln!("steno: {failed} of {} files failed", files.len());
+    if printer.failed > 0 {
+        if multiple {
+            eprintln!("steno: {} of {} files failed", printer.failed, files.len());
+        }
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bytes to print for one file, or nothing when it goes to `--output-dir`.
+fn render(
+    transcript: &steno::Transcript,
+    path: &Path,
+    format: Format,
+    output_dir: Option<&Path>,
+    multiple: bool,
+) -> Result<Vec<u8>> {
+    if let Some(dir) = output_dir {
+        write_file(dir, path, transcript, format)?;
+        return Ok(Vec::new());
+    }
+    let mut buf = Vec::new();
+    if multiple && format == Format::Txt {
+        writeln!(buf, "==> {} <==", path.display())?;
+        output::write(&mut buf, transcript, format, None)?;
+    } else {
+        output::write(&mut buf, transcript, format, Some(&path.display().to_string()))?;
+    }
+    Ok(buf)
+}
+
+/// `jobs` engines (at most one per file), the session threads split between them.
+fn start_engines(model: &ModelArgs, decode: &DecodeArgs, jobs: usize, files: usize) -> Result<Vec<Engine>> {
+    if jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    let jobs = jobs.min(files.max(1));
+    let mut config = config_for(model, decode)?;
+    let cores = config.runtime.effective_threads();
+    config.runtime.threads = (cores / jobs).max(1);
+    (0..jobs)
+        .map(|_| Engine::start(config.clone()).map_err(anyhow::Error::from))
+        .collect()
 }
 
 fn write_file(dir: &Path, input: &Path, transcript: &steno::Transcript, format: Format) -> Result<()> {

@@ -4,9 +4,11 @@
 //! - [`rules`]: Whisper's logit filters (suppression, timestamp rules);
 //! - [`search`]: greedy, sampling and beam search, the token budget and repetition guard;
 //! - [`quality`]: compression ratio, the temperature-fallback and no-speech gates;
-//! - [`segments`]: timestamp tokens → segments and the seek step.
+//! - [`segments`]: timestamp tokens → segments and the seek step;
+//! - [`timing`]: word-level timestamps from cross-attention (DTW) and their segment bookkeeping.
 
 pub mod quality;
 pub mod rules;
 pub mod search;
 pub mod segments;
+pub mod timing;

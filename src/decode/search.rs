@@ -32,15 +32,21 @@ pub trait TokenScorer {
 pub enum DecodeStrategy {
     /// Take the likeliest token at temperature 0; at temperature > 0 sample `best_of` candidates.
     Greedy { best_of: usize },
-    /// Beam search (used at temperature 0; fallbacks at higher temperatures sample).
-    Beam { beam_size: usize, patience: f32 },
+    /// Beam search at temperature 0; at temperature > 0 sample `best_of` candidates (as Whisper).
+    Beam {
+        beam_size: usize,
+        patience: f32,
+        best_of: usize,
+    },
 }
 
 impl DecodeStrategy {
     /// Check the numbers.
     pub fn validate(&self) -> Result<()> {
         match *self {
-            DecodeStrategy::Greedy { best_of } if best_of == 0 || best_of > 32 => {
+            DecodeStrategy::Greedy { best_of } | DecodeStrategy::Beam { best_of, .. }
+                if best_of == 0 || best_of > 32 =>
+            {
                 Err(Error::config("best_of", format!("{best_of} is not in 1..=32")))
             }
             DecodeStrategy::Beam { beam_size, .. } if beam_size == 0 || beam_size > 32 => {
@@ -65,7 +71,7 @@ pub struct DecodeTask<'a> {
     pub filters: &'a LogitFilters,
     /// Most tokens to sample (context room and rate cap already applied).
     pub max_tokens: usize,
-    pub temperature: f32,
+    pub temperature: f64,
     /// Length penalty of the ranker (`None`: divide by length, Whisper's default).
     pub length_penalty: Option<f32>,
     pub eot: u32,
@@ -84,7 +90,7 @@ pub struct Hypothesis {
     pub avg_logprob: f64,
     /// P(<|nospeech|>) at <|startoftranscript|>.
     pub no_speech_prob: f32,
-    pub temperature: f32,
+    pub temperature: f64,
     /// Ended by a repetition loop (the guard stopped it).
     pub repetitive: bool,
 }
@@ -115,11 +121,11 @@ pub fn decode(scorer: &mut dyn TokenScorer, task: &DecodeTask, strategy: DecodeS
     strategy.validate()?;
     let _span = tracing::debug_span!("decode", t = task.temperature, ?strategy).entered();
     match strategy {
-        DecodeStrategy::Beam { beam_size, patience } if task.temperature == 0.0 && beam_size > 1 => {
-            beam_search(scorer, task, beam_size, patience)
-        }
+        DecodeStrategy::Beam {
+            beam_size, patience, ..
+        } if task.temperature == 0.0 && beam_size > 1 => beam_search(scorer, task, beam_size, patience),
         DecodeStrategy::Greedy { best_of } if task.temperature > 0.0 => sample(scorer, task, best_of),
-        DecodeStrategy::Beam { .. } if task.temperature > 0.0 => sample(scorer, task, 5),
+        DecodeStrategy::Beam { best_of, .. } if task.temperature > 0.0 => sample(scorer, task, best_of),
         _ => sample(scorer, task, 1),
     }
 }
@@ -224,9 +230,9 @@ fn argmax(row: &[f32]) -> u32 {
 }
 
 /// Sample from softmax(row / temperature).
-fn sample_row(row: &[f32], temperature: f32, rng: &mut SmallRng) -> u32 {
+fn sample_row(row: &[f32], temperature: f64, rng: &mut SmallRng) -> u32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = row.iter().map(|&x| f64::from((x - max) / temperature).exp()).collect();
+    let weights: Vec<f64> = row.iter().map(|&x| (f64::from(x - max) / temperature).exp()).collect();
     let total: f64 = weights.iter().sum();
     if !(total > 0.0 && total.is_finite()) {
         return argmax(row);
@@ -516,6 +522,7 @@ pub(crate) mod tests {
             DecodeStrategy::Beam {
                 beam_size: 5,
                 patience: 1.0,
+                best_of: 5,
             },
         )
         .unwrap();
@@ -583,6 +590,7 @@ pub(crate) mod tests {
         let e = DecodeStrategy::Beam {
             beam_size: 0,
             patience: 1.0,
+            best_of: 5,
         }
         .validate()
         .unwrap_err();

@@ -1,0 +1,229 @@
+//! The `steno` binary on audio-samples/: transcripts, formats, batches, and the bad inputs a
+//! user meets (each a one-line error naming the file, a non-zero exit, never a panic).
+
+use super::common::*;
+
+fn normalized(text: &str) -> String {
+    normalizer().normalize(text)
+}
+
+#[test]
+fn transcribes_jfk_as_text() {
+    let run = steno(&[
+        "transcribe",
+        "audio-samples/jfk.wav",
+        "--beam-size",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(normalized(&run.stdout), JFK_NORMALIZED);
+    assert_eq!(
+        run.stderr, "",
+        "nothing on stderr (no progress bar when it is not a terminal)"
+    );
+}
+
+#[test]
+fn json_has_timed_segments_with_quality_fields() {
+    let run = steno(&[
+        "transcribe",
+        "audio-samples/jfk.wav",
+        "-f",
+        "json",
+        "--beam-size",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("one JSON document");
+    assert_eq!(normalized(doc["text"].as_str().unwrap()), JFK_NORMALIZED);
+    assert_eq!(doc["duration"].as_f64(), Some(11.0));
+    let segments = doc["segments"].as_array().unwrap();
+    assert!(!segments.is_empty());
+    let mut last_end = 0.0;
+    for (i, s) in segments.iter().enumerate() {
+        assert_eq!(s["id"].as_u64(), Some(i as u64));
+        let (start, end) = (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap());
+        assert!(start >= last_end && end > start && end <= 11.0, "{s}");
+        last_end = end;
+        for field in [
+            "avg_logprob",
+            "no_speech_prob",
+            "temperature",
+            "compression_ratio",
+            "tokens",
+            "text",
+        ] {
+            assert!(!s[field].is_null(), "segment lacks {field}: {s}");
+        }
+    }
+}
+
+/// Write `bytes` as `name` in a temp dir and transcribe it.
+fn transcribe_bytes(name: &str, bytes: &[u8]) -> (Run, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, bytes).unwrap();
+    (steno(&["transcribe", path.to_str().unwrap(), "--threads", "1"]), dir)
+}
+
+fn assert_one_line_error(run: &Run, file: &str, problem: &str) {
+    assert_eq!(run.code, Some(1), "exit code; stderr: {}", run.stderr);
+    assert_eq!(run.stdout, "");
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line: {:?}", run.stderr);
+    assert!(
+        lines[0].starts_with("steno: error: ") && lines[0].contains(file),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains(problem), "expected `{problem}` in: {}", lines[0]);
+}
+
+#[test]
+fn missing_file_is_a_one_line_error() {
+    let run = steno(&["transcribe", "audio-samples/no-such-file.wav", "--threads", "1"]);
+    assert_one_line_error(&run, "no-such-file.wav", "no such file");
+}
+
+#[test]
+fn not_a_wav_is_a_one_line_error() {
+    let (run, _dir) = transcribe_bytes("notes.wav", b"these are not audio samples\n");
+    assert_one_line_error(&run, "notes.wav", "not");
+}
+
+#[test]
+fn empty_wav_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty.wav");
+    write_wav(&path, &[]);
+    let run = steno(&["transcribe", path.to_str().unwrap(), "--threads", "1"]);
+    assert_one_line_error(&run, "empty.wav", "empty");
+}
+
+#[test]
+fn truncated_header_is_a_one_line_error() {
+    let wav = std::fs::read(sample("jfk.wav")).unwrap();
+    let (run, _dir) = transcribe_bytes("cut.wav", &wav[..30]);
+    assert_one_line_error(&run, "cut.wav", "truncated");
+}
+
+#[test]
+fn a_bad_file_does_not_stop_the_batch() {
+    let run = steno(&[
+        "transcribe",
+        "audio-samples/missing.wav",
+        "audio-samples/2830-3980-0043.wav",
+        "--beam-size",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(run.code, Some(1), "some files failed");
+    assert!(run.stderr.contains("missing.wav: no such file"), "{}", run.stderr);
+    assert!(run.stderr.contains("1 of 2 files failed"), "{}", run.stderr);
+    assert!(
+        normalized(&run.stdout).contains("experience proves this"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn folder_input_and_output_dir_write_one_file_per_input() {
+    let out = tempfile::tempdir().unwrap();
+    let run = steno(&[
+        "transcribe",
+        "audio-samples",
+        "-f",
+        "srt",
+        "--output-dir",
+        out.path().to_str().unwrap(),
+        "--beam-size",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "", "written to files, not stdout");
+    for stem in ["jfk", "1089-134686-0000", "2830-3980-0043"] {
+        let srt = std::fs::read_to_string(out.path().join(format!("{stem}.srt"))).expect("srt written");
+        assert!(srt.starts_with("1\n00:00:"), "{stem}.srt: {srt}");
+        assert!(srt.contains(" --> "));
+    }
+}
+
+#[test]
+fn missing_onnx_runtime_says_how_to_fix_it() {
+    let run = steno(&[
+        "transcribe",
+        "audio-samples/jfk.wav",
+        "--ort-library",
+        "/nonexistent/libonnxruntime.so",
+    ]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("run `models/provision`"), "{}", run.stderr);
+}
+
+#[test]
+fn cuda_without_a_cuda_runtime_is_an_error_not_a_fallback() {
+    let empty_models = tempfile::tempdir().unwrap();
+    let cpu_lib = root().join("models/runtime/libonnxruntime.so");
+    let model = model_dir("tiny.en");
+    let run = steno(&[
+        "transcribe",
+        "audio-samples/jfk.wav",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "cuda",
+        "--ort-library",
+        cpu_lib.to_str().unwrap(),
+        "--models-dir",
+        empty_models.path().to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, Some(2));
+    assert_eq!(run.stdout, "", "no transcript from a silent CPU fallback");
+    assert!(
+        run.stderr.contains("device cuda") && run.stderr.contains("--gpu"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn english_only_model_rejects_german() {
+    let run = steno(&["transcribe", "audio-samples/jfk.wav", "--language", "de"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("English-only"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1);
+}
+
+#[test]
+fn unknown_model_names_the_provisioning_command() {
+    let run = steno(&["transcribe", "audio-samples/jfk.wav", "--model", "medium"]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("models/provision --model medium"), "{}", run.stderr);
+}
+
+#[test]
+fn eval_reports_wer_rtfx_and_memory_as_json() {
+    let run = steno(&["eval", "audio-samples", "--json", "--beam-size", "1", "--threads", "1"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let report = &doc["report"];
+    assert_eq!(report["items"].as_array().unwrap().len(), 3);
+    assert!(report["wer"].as_f64().unwrap() < 0.1, "{report}");
+    assert!(report["rtfx"].as_f64().unwrap() > 0.0);
+    assert!(report["peak_rss_bytes"].as_u64().unwrap() > 0);
+    let jfk = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "jfk")
+        .unwrap();
+    assert_eq!(jfk["errors"]["reference_words"].as_u64(), Some(22));
+}

@@ -1,0 +1,238 @@
+//! The library on the real models: accuracy on the samples, long-form, silence, languages,
+//! both model layouts, and the errors a user meets first.
+
+use std::time::Duration;
+
+use steno::decode::search::DecodeStrategy;
+use steno::eval::wer::word_errors;
+use steno::model::Layout;
+use steno::{Engine, EngineConfig, ModelConfig, ModelVariant, RuntimeConfig, Task, TranscribeOptions, Transcript};
+
+use super::common::*;
+
+fn transcribe(engine: &Engine, samples: &[f32]) -> Transcript {
+    engine.transcribe_samples(samples, &mut |_| {}).expect("transcribes")
+}
+
+fn read(path: &std::path::Path) -> Vec<f32> {
+    steno::audio::read_audio(path).expect("audio reads").samples
+}
+
+/// Segments are in order, do not overlap and stay inside the audio.
+fn assert_monotonic(t: &Transcript) {
+    let mut last_end = 0.0;
+    for s in &t.segments {
+        assert!(
+            s.start >= last_end - 1e-9,
+            "segment {} starts at {} before {last_end}",
+            s.id,
+            s.start
+        );
+        assert!(s.end >= s.start, "segment {} ends before it starts", s.id);
+        assert!(s.end <= t.duration + 1e-9, "segment {} ends after the audio", s.id);
+        last_end = s.end;
+    }
+}
+
+#[test]
+fn jfk_greedy_fp32_is_exact() {
+    let engine = engine("tiny.en", ModelVariant::Fp32, greedy());
+    assert_eq!(engine.layout(), Layout::Steno);
+    let t = transcribe(&engine, &read(&sample("jfk.wav")));
+    assert_eq!(normalizer().normalize(&t.text()), JFK_NORMALIZED);
+    assert_monotonic(&t);
+    assert!(t.segments[0].start < 0.5 && t.segments.last().unwrap().end > 10.0);
+    assert_eq!(t.language, None, "English-only models report no language");
+}
+
+#[test]
+fn jfk_beam_int8_is_exact() {
+    let engine = engine("tiny.en", ModelVariant::Int8, TranscribeOptions::default());
+    let t = transcribe(&engine, &read(&sample("jfk.wav")));
+    assert!(matches!(
+        TranscribeOptions::default().strategy,
+        DecodeStrategy::Beam { beam_size: 5, .. }
+    ));
+    assert_eq!(normalizer().normalize(&t.text()), JFK_NORMALIZED);
+}
+
+#[test]
+fn silence_hum_and_noise_produce_no_text() {
+    let engine = engine("tiny.en", ModelVariant::Fp32, greedy());
+    let hum: Vec<f32> = (0..160_000)
+        .map(|i| 0.01 * (2.0 * std::f32::consts::PI * 50.0 * i as f32 / 16_000.0).sin())
+        .collect();
+    let cases: [(&str, Vec<f32>); 4] = [
+        ("digital silence", vec![0.0; 160_000]),
+        ("white noise at -20 dBFS", white_noise(0.1, 160_000)),
+        ("room noise at -60 dBFS", white_noise(0.001, 160_000)),
+        ("50 Hz hum at -40 dBFS", hum),
+    ];
+    for (what, samples) in cases {
+        let t = transcribe(&engine, &samples);
+        assert_eq!(t.text(), "", "{what} gave text");
+        assert!(t.segments.is_empty(), "{what} gave segments");
+    }
+}
+
+#[test]
+fn speech_then_silence_has_no_hallucinated_tail() {
+    let engine = engine("tiny.en", ModelVariant::Fp32, greedy());
+    let mut samples = read(&sample("jfk.wav"));
+    samples.extend(std::iter::repeat_n(0.0, 16_000 * 40));
+    let t = transcribe(&engine, &samples);
+    assert_eq!(normalizer().normalize(&t.text()), JFK_NORMALIZED);
+    assert!(t.segments.iter().all(|s| s.end <= 11.5), "{:?}", t.segments);
+}
+
+#[test]
+fn long_form_is_transcribed_completely_with_monotonic_times() {
+    let engine = engine("tiny.en", ModelVariant::Fp32, greedy());
+    let dir = shared_eval("longform");
+    let id = "tale-of-two-cities-ch1-opening";
+    let reference = std::fs::read_to_string(dir.join("refs.tsv"))
+        .expect("refs.tsv")
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{id}\t")).map(str::to_owned))
+        .expect("reference");
+    let t = transcribe(&engine, &read(&dir.join(format!("{id}.wav"))));
+    assert_monotonic(&t);
+    assert!(t.duration > 86.0);
+    assert!(t.segments.len() >= 5, "{} segments", t.segments.len());
+    assert!(t.segments[0].start < 2.0 && t.segments.last().unwrap().end > t.duration - 5.0);
+    assert!(
+        t.segments.windows(2).all(|w| w[1].start - w[0].end < 5.0),
+        "no gap of 5 s in continuous speech"
+    );
+    let n = normalizer();
+    let errors = word_errors(&n.normalize(&reference), &n.normalize(&t.text()));
+    assert!(errors.rate() < 0.08, "WER {:.3} ({errors:?})", errors.rate());
+}
+
+#[test]
+fn english_only_model_rejects_other_languages() {
+    let err = Engine::start(EngineConfig {
+        model: ModelConfig::resolve("tiny.en", &root().join("models"), ModelVariant::Fp32),
+        runtime: RuntimeConfig::default(),
+        options: TranscribeOptions {
+            language: Some("de".into()),
+            ..greedy()
+        },
+    })
+    .expect_err("de on tiny.en");
+    let msg = err.to_string();
+    assert!(msg.contains("`language`") && msg.contains("English-only"), "{msg}");
+}
+
+#[test]
+fn multilingual_base_detects_english_and_translates() {
+    let _ = model_dir("base");
+    let jfk = read(&sample("jfk.wav"));
+    let detect = engine("base", ModelVariant::Fp32, greedy());
+    let t = transcribe(&detect, &jfk);
+    assert_eq!(t.language.as_deref(), Some("en"));
+    assert_eq!(normalizer().normalize(&t.text()), JFK_NORMALIZED);
+    assert_eq!(transcribe(&detect, &vec![0.0; 80_000]).text(), "", "silence on base");
+    drop(detect);
+
+    let translate = engine(
+        "base",
+        ModelVariant::Fp32,
+        TranscribeOptions {
+            task: Task::Translate,
+            language: Some("de".into()),
+            ..greedy()
+        },
+    );
+    let t = transcribe(&translate, &jfk);
+    assert_eq!(t.language.as_deref(), Some("de"));
+    let n = normalizer();
+    let errors = word_errors(JFK_NORMALIZED, &n.normalize(&t.text()));
+    assert!(
+        errors.rate() < 0.5,
+        "translation output far from English: {:?}",
+        t.text()
+    );
+}
+
+#[test]
+fn sherpa_onnx_layout_loads_and_transcribes() {
+    let engine = engine("tiny.en-sherpa", ModelVariant::Fp32, greedy());
+    assert_eq!(engine.layout(), Layout::Sherpa);
+    let t = transcribe(&engine, &read(&sample("jfk.wav")));
+    assert_eq!(normalizer().normalize(&t.text()), JFK_NORMALIZED);
+    assert_monotonic(&t);
+    // Beam search tiles the cross K/V for this layout.
+    drop(engine);
+    let beam = super::common::engine("tiny.en-sherpa", ModelVariant::Fp32, TranscribeOptions::default());
+    let t = transcribe(&beam, &read(&sample("2830-3980-0043.wav")));
+    assert_eq!(normalizer().normalize(&t.text()), "experience proves this");
+}
+
+#[test]
+fn mixed_layouts_are_a_contract_error_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let steno = model_dir("tiny.en");
+    let sherpa = model_dir("tiny.en-sherpa");
+    for (from, name) in [
+        (steno.join("tiny.en-encoder.onnx"), "tiny.en-encoder.onnx"),
+        (sherpa.join("tiny.en-decoder.onnx"), "tiny.en-decoder.onnx"),
+        (steno.join("tiny.en-tokens.txt"), "tiny.en-tokens.txt"),
+    ] {
+        std::os::unix::fs::symlink(from, dir.path().join(name)).unwrap();
+    }
+    let err = Engine::start(EngineConfig {
+        model: ModelConfig {
+            dir: dir.path().to_path_buf(),
+            variant: ModelVariant::Fp32,
+            provision_hint: "n/a".into(),
+        },
+        runtime: RuntimeConfig::default(),
+        options: greedy(),
+    })
+    .expect_err("steno encoder with a sherpa decoder");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tiny.en-decoder.onnx") && msg.contains("tensor `past_k_0`: missing"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_model_names_the_provisioning_command() {
+    let err = Engine::start(EngineConfig {
+        model: ModelConfig::resolve("small", &root().join("models"), ModelVariant::Fp32),
+        runtime: RuntimeConfig::default(),
+        options: greedy(),
+    })
+    .expect_err("no such model");
+    assert!(
+        err.to_string().contains("run `models/provision --model small`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn engine_survives_many_jobs_and_shuts_down() {
+    let engine = engine("tiny.en", ModelVariant::Int8, greedy());
+    let clip = read(&sample("2830-3980-0043.wav"));
+    let receivers: Vec<_> = (0..3)
+        .map(|_| engine.submit(engine.prepare(&clip)).expect("queued"))
+        .collect();
+    for rx in receivers {
+        let done = rx
+            .iter()
+            .find_map(|u| match u {
+                steno::engine::Update::Done(r) => Some(r),
+                _ => None,
+            })
+            .expect("a result");
+        assert_eq!(
+            normalizer().normalize(&done.expect("ok").text()),
+            "experience proves this"
+        );
+    }
+    let started = std::time::Instant::now();
+    drop(engine);
+    assert!(started.elapsed() < Duration::from_secs(5), "worker joins promptly");
+}

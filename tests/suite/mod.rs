@@ -1,0 +1,5 @@
+mod cli;
+mod common;
+mod engine;
+mod mel;
+mod outputs;
