@@ -17,7 +17,8 @@
 use crate::decode::quality::{QualityThresholds, SPEECH_BAND_HZ, compression_ratio, is_silence, needs_fallback};
 use crate::decode::rules::{FilterOptions, LogitFilters};
 use crate::decode::search::{self, DecodeStrategy, DecodeTask, Hypothesis, TokenScorer};
-use crate::decode::segments::split_window;
+use crate::decode::segments::{TimedTokens, split_window};
+use crate::decode::timing;
 use crate::error::{Error, Result};
 use crate::features::Mel;
 use crate::model::encoder::MelFrames;
@@ -71,6 +72,8 @@ pub struct TranscribeOptions {
     /// Shortest encoder window for dynamic-length encoders, in seconds (short clips are padded
     /// up to it). Default: 10.
     pub min_window_s: f32,
+    /// Word-level times (cross-attention alignment + DTW, Whisper's method). Default: false.
+    pub word_timestamps: bool,
     /// Seed of the sampler used at temperatures > 0. Default: 0.
     pub seed: u64,
 }
@@ -92,6 +95,7 @@ impl Default for TranscribeOptions {
             max_tokens_per_second: 12.0,
             pad_s: 5.0,
             min_window_s: 10.0,
+            word_timestamps: false,
             seed: 0,
         }
     }
@@ -142,6 +146,15 @@ impl TranscribeOptions {
                 ));
             }
         }
+        if self.word_timestamps && !model.decoder.has_cross_qk() {
+            return Err(Error::config(
+                "word_timestamps",
+                format!(
+                    "{} does not report cross attention; word times need steno's export (models/provision)",
+                    model.files.decoder.display()
+                ),
+            ));
+        }
         if self.task == Task::Translate && !model.spec.multilingual {
             return Err(Error::config(
                 "task",
@@ -168,6 +181,20 @@ pub struct Segment {
     pub no_speech_prob: f64,
     pub temperature: f64,
     pub compression_ratio: f64,
+    /// Words with their times, when asked for ([`TranscribeOptions::word_timestamps`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub words: Option<Vec<Word>>,
+}
+
+/// One word of a segment (its text keeps the leading space and attached punctuation).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Word {
+    pub word: String,
+    /// Seconds from the start of the audio.
+    pub start: f64,
+    pub end: f64,
+    /// Mean probability of the word's tokens.
+    pub probability: f64,
 }
 
 /// The result of transcribing one clip.
@@ -323,6 +350,7 @@ pub fn transcribe(
     };
     let mut window_index = 0u64;
     let pad_value = silence_value(mel);
+    let mut last_speech_s = 0.0f64;
 
     // Windows shorter than this hold no word; Whisper's output on them is noise.
     const MIN_WINDOW_FRAMES: usize = 10;
@@ -402,28 +430,70 @@ pub fn transcribe(
 
         let split = split_window(&hyp.tokens, model.tokens.timestamp_begin, segment_size);
         let time_offset = seek as f64 / 100.0;
-        for piece in split.segments {
+        let mut next_seek = seek + split.advance_frames;
+        let words = if options.word_timestamps && !split.segments.is_empty() {
+            let sot_sequence = initial_tokens(model, language.as_ref().map(|l| l.1), options.task, true, &[]).0;
+            let spaceless = language
+                .as_ref()
+                .is_some_and(|l| timing::SPACELESS_LANGUAGES.contains(&l.0.as_str()));
+            let aligned = align_words(
+                model,
+                &cross,
+                &hyp,
+                &split.segments,
+                &sot_sequence,
+                segment_size,
+                time_offset,
+                last_speech_s,
+                spaceless,
+            )?;
+            if let Some(end) = timing::last_word_end(&aligned) {
+                // Whisper: with word times, an unfinished window resumes after its last word.
+                if !split.single_timestamp_ending && end > time_offset {
+                    next_seek = ((end * 100.0).round() as usize).max(seek + 1);
+                }
+                last_speech_s = end;
+            }
+            Some(aligned)
+        } else {
+            None
+        };
+        for (i, piece) in split.segments.into_iter().enumerate() {
             let text = model.tokenizer.decode(&piece.tokens);
             if piece.start_s == piece.end_s || text.trim().is_empty() {
                 continue;
             }
+            let (mut start, mut end) = (time_offset + piece.start_s, time_offset + piece.end_s);
+            let seg_words = words.as_ref().and_then(|w| w.get(i)).map(|w| {
+                (start, end) = (w.start, w.end);
+                w.words
+                    .iter()
+                    .map(|t| Word {
+                        word: t.word.clone(),
+                        start: round_cs(t.start),
+                        end: round_cs(t.end.min(duration)),
+                        probability: f64::from(t.probability),
+                    })
+                    .collect()
+            });
             all_tokens.extend_from_slice(&piece.tokens);
             segments.push(Segment {
                 id: segments.len(),
-                start: round_cs(time_offset + piece.start_s),
-                end: round_cs((time_offset + piece.end_s).min(duration)),
+                start: round_cs(start),
+                end: round_cs(end.min(duration)),
                 text,
                 tokens: piece.tokens,
                 avg_logprob: hyp.avg_logprob,
                 no_speech_prob: f64::from(hyp.no_speech_prob),
                 temperature: hyp.temperature,
                 compression_ratio: f64::from(ratio),
+                words: seg_words,
             });
         }
         if !options.condition_on_previous_text || hyp.temperature > 0.5 {
             prompt_reset_since = all_tokens.len();
         }
-        seek += split.advance_frames;
+        seek = next_seek;
         progress(seek.min(content_frames) as f64 / 100.0);
     }
     progress(duration);
@@ -432,6 +502,90 @@ pub fn transcribe(
         language: language.map(|l| l.0),
         duration,
     })
+}
+
+/// Whisper's `add_word_timestamps` for one window: run the decoder once over
+/// `<|sot|>… <|notimestamps|> text <|eot|>` to get the alignment heads' cross attention, align
+/// it to the audio frames with DTW ([`timing::find_alignment`]) and hand the words to the
+/// window's segments ([`timing::assign_words`]). Token probabilities are the ones the search saw.
+#[allow(clippy::too_many_arguments)]
+fn align_words(
+    model: &mut WhisperModel,
+    cross: &CrossKv,
+    hyp: &Hypothesis,
+    pieces: &[TimedTokens],
+    sot_sequence: &[u32],
+    num_frames: usize,
+    time_offset: f64,
+    last_speech_s: f64,
+    spaceless: bool,
+) -> Result<Vec<timing::SegmentWords>> {
+    let eot = model.tokens.eot;
+    let text_per_piece: Vec<Vec<u32>> = pieces
+        .iter()
+        .map(|p| p.tokens.iter().copied().filter(|&t| t < eot).collect())
+        .collect();
+    let text_tokens: Vec<u32> = text_per_piece.iter().flatten().copied().collect();
+    // The pieces are a prefix of the hypothesis, so its first text-token log-probs are theirs.
+    let probs: Vec<f32> = hyp
+        .tokens
+        .iter()
+        .zip(&hyp.token_logprobs)
+        .filter(|(t, _)| **t < eot)
+        .map(|(_, lp)| lp.exp())
+        .take(text_tokens.len())
+        .collect();
+    let spans: Vec<timing::SegmentSpan> = pieces
+        .iter()
+        .zip(&text_per_piece)
+        .map(|(p, t)| timing::SegmentSpan {
+            start: time_offset + p.start_s,
+            end: time_offset + p.end_s,
+            text_tokens: t.len(),
+        })
+        .collect();
+    let alignment = if text_tokens.is_empty() {
+        Vec::new()
+    } else {
+        let mut sequence = sot_sequence.to_vec();
+        sequence.push(model.tokens.no_timestamps);
+        sequence.extend_from_slice(&text_tokens);
+        sequence.push(eot);
+        let mut cache = model.decoder.new_cache(1)?;
+        let (_, qk) = model
+            .decoder
+            .forward(&sequence, sequence.len(), &mut cache, cross, true)?;
+        let qk = qk.ok_or_else(|| Error::config("word_timestamps", "the decoder returned no cross attention"))?;
+        let tokenizer = &model.tokenizer;
+        let token_bytes = |t: u32| tokenizer.bytes(t);
+        let splitter = timing::WordSplitter {
+            eot,
+            spaceless,
+            token_bytes: &token_bytes,
+        };
+        timing::find_alignment(
+            timing::CrossQk {
+                scores: &qk.data,
+                n_tokens: qk.tokens,
+                n_heads: qk.heads,
+                n_frames: qk.frames,
+            },
+            sot_sequence.len(),
+            &text_tokens,
+            &probs,
+            num_frames,
+            &splitter,
+            timing::MEDFILT_WIDTH,
+        )
+    };
+    Ok(timing::assign_words(
+        alignment,
+        &spans,
+        time_offset,
+        last_speech_s,
+        timing::PREPEND_PUNCTUATIONS,
+        timing::APPEND_PUNCTUATIONS,
+    ))
 }
 
 /// Round seconds to centiseconds (the mel clock), so times print and compare cleanly.

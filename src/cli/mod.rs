@@ -95,6 +95,10 @@ pub struct DecodeArgs {
     /// (−3 ≈ −55 dBFS noise; 0 = off).
     #[arg(long, default_value_t = -3.0, allow_negative_numbers = true)]
     silence_threshold: f32,
+    /// Word-level timestamps (cross-attention alignment + DTW), as `words` of each segment in
+    /// --format json.
+    #[arg(long)]
+    word_timestamps: bool,
     /// Seconds of padding after a window's audio (dynamic-length encoders).
     #[arg(long, default_value_t = 5.0)]
     pad_seconds: f32,
@@ -152,6 +156,7 @@ impl DecodeArgs {
             filters: FilterOptions::default(),
             pad_s: self.pad_seconds,
             min_window_s: self.min_window_seconds,
+            word_timestamps: self.word_timestamps,
             ..TranscribeOptions::default()
         };
         options.validate()?;

@@ -85,6 +85,8 @@ pub struct DecodeTask<'a> {
 pub struct Hypothesis {
     /// Sampled tokens, without end-of-text.
     pub tokens: Vec<u32>,
+    /// Log-probability of each of `tokens` when it was chosen (after the filters).
+    pub token_logprobs: Vec<f32>,
     pub sum_logprob: f64,
     /// Sum of log-probs / (tokens + 1), Whisper's `avg_logprob` (end-of-text counted).
     pub avg_logprob: f64,
@@ -143,18 +145,39 @@ fn rank_score(sum_logprob: f64, len: usize, length_penalty: Option<f32>) -> f64 
     }
 }
 
-fn finish(candidates: Vec<(Vec<u32>, f64, bool)>, task: &DecodeTask, no_speech_prob: f32) -> Hypothesis {
+/// A sequence being searched, or finished.
+#[derive(Clone)]
+struct Candidate {
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    sum_logprob: f64,
+    repetitive: bool,
+}
+
+fn finish(candidates: Vec<Candidate>, task: &DecodeTask, no_speech_prob: f32) -> Hypothesis {
     let best = candidates
         .into_iter()
-        .map(|(tokens, lp, rep)| (rank_score(lp, tokens.len(), task.length_penalty), tokens, lp, rep))
-        .fold(None::<(f64, Vec<u32>, f64, bool)>, |best, c| match best {
+        .map(|c| (rank_score(c.sum_logprob, c.tokens.len(), task.length_penalty), c))
+        .fold(None::<(f64, Candidate)>, |best, c| match best {
             Some(b) if b.0 >= c.0 => Some(b),
             _ => Some(c),
-        });
-    let (_, tokens, sum_logprob, repetitive) = best.unwrap_or((0.0, Vec::new(), 0.0, false));
+        })
+        .map(|(_, c)| c);
+    let Candidate {
+        tokens,
+        logprobs: token_logprobs,
+        sum_logprob,
+        repetitive,
+    } = best.unwrap_or(Candidate {
+        tokens: Vec::new(),
+        logprobs: Vec::new(),
+        sum_logprob: 0.0,
+        repetitive: false,
+    });
     Hypothesis {
         avg_logprob: sum_logprob / (tokens.len() + 1) as f64,
         tokens,
+        token_logprobs,
         sum_logprob,
         no_speech_prob,
         temperature: task.temperature,
@@ -175,6 +198,7 @@ fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Resul
     }
     let mut rng = SmallRng::seed_from_u64(task.seed);
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); rows];
+    let mut token_lp: Vec<Vec<f32>> = vec![Vec::new(); rows];
     let mut sum_lp = vec![0f64; rows];
     let mut done = vec![false; rows];
     let mut repetitive = vec![false; rows];
@@ -193,12 +217,14 @@ fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Resul
                 argmax(row)
             };
             log_softmax_in_place(row);
-            sum_lp[r] += f64::from(row[token as usize]);
+            let lp = row[token as usize];
+            sum_lp[r] += f64::from(lp);
             next[r] = token;
             if token == task.eot {
                 done[r] = true;
             } else {
                 tokens[r].push(token);
+                token_lp[r].push(lp);
                 if repeated_tail(&tokens[r]).is_some() {
                     repetitive[r] = true;
                     done[r] = true;
@@ -212,9 +238,14 @@ fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Resul
     }
     let candidates = tokens
         .into_iter()
-        .zip(sum_lp)
-        .zip(repetitive)
-        .map(|((t, lp), rep)| (t, lp, rep))
+        .zip(token_lp)
+        .zip(sum_lp.into_iter().zip(repetitive))
+        .map(|((tokens, logprobs), (sum_logprob, repetitive))| Candidate {
+            tokens,
+            logprobs,
+            sum_logprob,
+            repetitive,
+        })
         .collect();
     Ok(finish(candidates, task, no_speech_prob))
 }
@@ -268,40 +299,54 @@ fn beam_search(scorer: &mut dyn TokenScorer, task: &DecodeTask, beam_size: usize
     let max_candidates = ((beam_size as f32 * patience).round() as usize).max(1);
     let (first, no_speech_prob) = prefill(scorer, task)?;
     // One live row after the prefill; it fans out after the first step.
-    let mut beams: Vec<(Vec<u32>, f64)> = vec![(Vec::new(), 0.0)];
+    let mut beams: Vec<Candidate> = vec![Candidate {
+        tokens: Vec::new(),
+        logprobs: Vec::new(),
+        sum_logprob: 0.0,
+        repetitive: false,
+    }];
     let mut logits = first;
-    let mut finished: Vec<(Vec<u32>, f64, bool)> = Vec::new();
+    let mut finished: Vec<Candidate> = Vec::new();
     for step in 0..task.max_tokens {
-        // Every extension of every beam by one of its top beam_size + 1 tokens.
-        let mut extended: Vec<(Vec<u32>, f64, usize)> = Vec::with_capacity(beams.len() * (beam_size + 1));
-        for (j, (prefix, sum)) in beams.iter().enumerate() {
+        // Every extension of every beam by one of its top beam_size + 1 tokens: (beam, token, lp, score).
+        let mut extended: Vec<(usize, u32, f32, f64)> = Vec::with_capacity(beams.len() * (beam_size + 1));
+        for (j, beam) in beams.iter().enumerate() {
             let row = &mut logits[j * v..(j + 1) * v];
-            task.filters.apply(row, prefix);
+            task.filters.apply(row, &beam.tokens);
             log_softmax_in_place(row);
             for (token, lp) in top_k(row, beam_size + 1) {
-                let mut seq = prefix.clone();
-                seq.push(token);
-                let score = sum + f64::from(lp);
-                // Identical sequences (identical beams) collapse, as in Whisper's dict.
-                if let Some(e) = extended.iter_mut().find(|e| e.0 == seq) {
-                    *e = (seq, score, j);
-                } else {
-                    extended.push((seq, score, j));
+                let score = beam.sum_logprob + f64::from(lp);
+                // Identical sequences (from identical beams) collapse, as in Whisper's dict.
+                let same = |e: &(usize, u32, f32, f64)| e.1 == token && beams[e.0].tokens == beam.tokens;
+                match extended.iter_mut().find(|e| same(e)) {
+                    Some(e) => *e = (j, token, lp, score),
+                    None => extended.push((j, token, lp, score)),
                 }
             }
         }
-        extended.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut live: Vec<(Vec<u32>, f64)> = Vec::with_capacity(beam_size);
+        extended.sort_by(|a, b| b.3.total_cmp(&a.3));
+        let mut live: Vec<Candidate> = Vec::with_capacity(beam_size);
         let mut source = Vec::with_capacity(beam_size);
         let mut newly_finished = Vec::new();
-        for (seq, score, j) in extended {
-            if seq.last() == Some(&task.eot) {
-                newly_finished.push((seq[..seq.len() - 1].to_vec(), score, false));
-            } else if repeated_tail(&seq).is_some() {
+        for (j, token, lp, score) in extended {
+            let parent = &beams[j];
+            if token == task.eot {
+                newly_finished.push(Candidate {
+                    sum_logprob: score,
+                    ..parent.clone()
+                });
+                continue;
+            }
+            let mut grown = parent.clone();
+            grown.tokens.push(token);
+            grown.logprobs.push(lp);
+            grown.sum_logprob = score;
+            if repeated_tail(&grown.tokens).is_some() {
                 // A loop: finish it as it stands, flagged, rather than extend it.
-                newly_finished.push((seq, score, true));
+                grown.repetitive = true;
+                newly_finished.push(grown);
             } else {
-                live.push((seq, score));
+                live.push(grown);
                 source.push(j);
                 if live.len() == beam_size {
                     break;
@@ -319,21 +364,17 @@ fn beam_search(scorer: &mut dyn TokenScorer, task: &DecodeTask, beam_size: usize
             break;
         }
         scorer.reorder(&source)?;
-        let next: Vec<u32> = live.iter().map(|(seq, _)| seq[seq.len() - 1]).collect();
+        let next: Vec<u32> = live
+            .iter()
+            .map(|b| b.tokens.last().copied().unwrap_or(task.eot))
+            .collect();
         scorer.feed(&next, 1, &mut logits)?;
         beams = live;
     }
     // Not enough finished: the live beams count as finished here (Whisper's `finalize`).
     if finished.len() < beam_size {
-        let mut rest = beams;
-        rest.sort_by(|a, b| b.1.total_cmp(&a.1));
-        for (seq, score) in rest {
-            if finished.len() >= beam_size {
-                break;
-            }
-            let rep = repeated_tail(&seq).is_some();
-            finished.push((seq, score, rep));
-        }
+        beams.sort_by(|a, b| b.sum_logprob.total_cmp(&a.sum_logprob));
+        finished.extend(beams.into_iter().take(beam_size - finished.len()));
     }
     Ok(finish(finished, task, no_speech_prob))
 }

@@ -236,3 +236,40 @@ fn engine_survives_many_jobs_and_shuts_down() {
     drop(engine);
     assert!(started.elapsed() < Duration::from_secs(5), "worker joins promptly");
 }
+
+#[test]
+fn word_timestamps_cover_every_word_in_order() {
+    let engine = engine(
+        "tiny.en",
+        ModelVariant::Fp32,
+        TranscribeOptions {
+            word_timestamps: true,
+            ..greedy()
+        },
+    );
+    let t = transcribe(&engine, &read(&sample("jfk.wav")));
+    assert_eq!(normalizer().normalize(&t.text()), JFK_NORMALIZED);
+    let mut last = 0.0;
+    let mut count = 0;
+    for s in &t.segments {
+        let words = s.words.as_ref().expect("words asked for");
+        let joined: String = words.iter().map(|w| w.word.as_str()).collect();
+        assert_eq!(joined, s.text, "words spell the segment");
+        for w in words {
+            assert!(w.start >= last - 1e-9 && w.end >= w.start, "{w:?} after {last}");
+            assert!(
+                w.start >= s.start - 1e-9 && w.end <= s.end + 1e-9,
+                "{w:?} outside {}..{}",
+                s.start,
+                s.end
+            );
+            assert!((0.0..=1.0).contains(&w.probability));
+            last = w.end;
+            count += 1;
+        }
+    }
+    assert_eq!(count, 22, "JFK's sentence has 22 words");
+    let first = &t.segments[0].words.as_ref().unwrap()[0];
+    assert!(first.word.trim() == "And" && first.start < 0.5, "{first:?}");
+    assert!((10.0..=11.0).contains(&last), "the last word ends at {last}");
+}

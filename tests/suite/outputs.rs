@@ -18,6 +18,7 @@ fn synthetic() -> Transcript {
         no_speech_prob: 0.015625,
         temperature,
         compression_ratio: 0.75,
+        words: None,
     };
     Transcript {
         segments: vec![
