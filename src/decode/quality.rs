@@ -86,6 +86,7 @@ mod tests {
     fn hyp(avg_logprob: f64, no_speech_prob: f32) -> Hypothesis {
         Hypothesis {
             tokens: vec![1, 2, 3],
+            token_logprobs: vec![-0.1, -0.2, -0.3],
             sum_logprob: avg_logprob * 4.0,
             avg_logprob,
             no_speech_prob,
