@@ -21,6 +21,9 @@ pub struct EvalArgs {
     /// Print one JSON document (per-file and total numbers) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Files transcribed at once, each by its own model copy (threads are split between them).
+    #[arg(long, short = 'j', default_value_t = 1)]
+    jobs: usize,
     /// Whisper's spelling map (english.json); default: <models dir>/whisper-assets/english.json.
     #[arg(long)]
     spelling_map: Option<PathBuf>,
@@ -31,7 +34,10 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<ExitCode> {
-    let config = engine_config(&args.model, &args.decode)?;
+    let mut config = engine_config(&args.model, &args.decode)?;
+    if args.jobs == 0 {
+        anyhow::bail!("--jobs must be at least 1");
+    }
     let spelling = args
         .spelling_map
         .clone()
@@ -47,7 +53,11 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let model_desc = format!("{} ({})", config.model.dir.display(), config.model.variant);
     let strategy = config.options.strategy;
     let load_started = Instant::now();
-    let engine = Engine::start(config)?;
+    let jobs = args.jobs.min(refs.len());
+    config.runtime.threads = (config.runtime.effective_threads() / jobs).max(1);
+    let engines = (0..jobs)
+        .map(|_| Engine::start(config.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let load_seconds = load_started.elapsed().as_secs_f64();
 
     let json = args.json;
@@ -77,11 +87,12 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             );
         }
     };
-    let report = eval::evaluate(&engine, &refs, &normalizer, &mut print_item);
+    let report = eval::evaluate(&engines, &refs, &normalizer, &mut print_item);
     if json {
         let doc = serde_json::json!({
             "model": model_desc,
             "strategy": strategy,
+            "jobs": jobs,
             "load_seconds": load_seconds,
             "report": report,
         });

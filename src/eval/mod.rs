@@ -10,7 +10,7 @@ pub mod wer;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::engine::{Engine, FileEvent};
+use crate::engine::{Engine, FileEvent, transcribe_files_parallel};
 use crate::error::{Error, Result};
 use normalizer::EnglishTextNormalizer;
 use wer::{WordErrors, word_errors};
@@ -81,7 +81,7 @@ pub struct EvalItem {
     pub wer: f64,
     /// Seconds of audio.
     pub duration: f64,
-    /// Seconds from this file's result to the previous one's (decoding, mostly).
+    /// Seconds from the previous result to this one (with several jobs, results overlap).
     pub seconds: f64,
     /// Set when the file failed; it then counts every reference word as deleted.
     pub error: Option<String>,
@@ -103,10 +103,10 @@ pub struct EvalReport {
     pub failed: usize,
 }
 
-/// Transcribe every reference utterance with `engine` and score it. `on_item` hears each
-/// result as it comes.
+/// Transcribe every reference utterance with `engines` (several = files in parallel) and score
+/// it. `on_item` hears each result as it comes.
 pub fn evaluate(
-    engine: &Engine,
+    engines: &[Engine],
     refs: &[Reference],
     normalizer: &EnglishTextNormalizer,
     on_item: &mut dyn FnMut(&EvalItem),
@@ -115,7 +115,7 @@ pub fn evaluate(
     let mut items = Vec::with_capacity(refs.len());
     let started = Instant::now();
     let mut last = started;
-    engine.transcribe_files(&paths, &mut |event| {
+    transcribe_files_parallel(engines, &paths, &mut |event| {
         if let FileEvent::Finished { index, result, .. } = event {
             let reference = &refs[index];
             let now = Instant::now();
