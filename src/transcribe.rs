@@ -306,12 +306,12 @@ fn initial_tokens(
 /// Whisper's `detect_language`: the likeliest language token after <|startoftranscript|>.
 fn detect_language(model: &mut WhisperModel, cross: &CrossKv) -> Result<(String, f32)> {
     let mut cache = model.decoder.new_cache(1)?;
-    let (mut logits, _) = model
+    let (logits, _) = model
         .decoder
         .forward(&[model.tokens.sot], 1, &mut cache, cross, false)?;
+    // Only the language tokens compete (Whisper masks every other token).
     let langs = &model.tokens.languages;
     let mask: Vec<f32> = langs.iter().map(|l| logits[l.token as usize]).collect();
-    crate::decode::rules::log_softmax_in_place(&mut logits);
     let lse = crate::decode::rules::log_sum_exp(&mask);
     let (best, best_logit) = mask
         .iter()
@@ -407,17 +407,18 @@ pub fn transcribe(
                 tiled: None,
                 cache: None,
             };
-            decode_with_fallback(
-                &mut scorer,
-                &initial,
+            let task = DecodeTask {
+                prompt: &initial,
                 sot_index,
-                &filters,
+                filters: &filters,
                 max_tokens,
-                options,
-                model.tokenizer.as_ref(),
-                window_index,
-                &model.tokens,
-            )?
+                temperature: 0.0,
+                length_penalty: None,
+                eot: model.tokens.eot,
+                no_speech: model.tokens.no_speech,
+                seed: options.seed ^ window_index.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            };
+            decode_with_fallback(&mut scorer, &task, options, &model.tokenizer)?
         };
         window_index += 1;
 
@@ -593,32 +594,19 @@ fn round_cs(seconds: f64) -> f64 {
     (seconds * 100.0).round() / 100.0
 }
 
-/// `decode_with_fallback`: decode at each temperature of the ladder until the gates pass.
-#[allow(clippy::too_many_arguments)]
+/// `decode_with_fallback`: decode `task` at each temperature of the ladder until the gates pass.
 fn decode_with_fallback(
     scorer: &mut dyn TokenScorer,
-    prompt: &[u32],
-    sot_index: usize,
-    filters: &LogitFilters,
-    max_tokens: usize,
+    task: &DecodeTask,
     options: &TranscribeOptions,
     tokenizer: &crate::tokenizer::Tokenizer,
-    window_index: u64,
-    tokens: &crate::model::SpecialTokens,
 ) -> Result<(Hypothesis, f32)> {
     // Every attempt, for the case where none passes the gates.
     let mut attempts: Vec<(Hypothesis, f32)> = Vec::new();
     for &temperature in &options.temperatures {
         let task = DecodeTask {
-            prompt,
-            sot_index,
-            filters,
-            max_tokens,
             temperature,
-            length_penalty: None,
-            eot: tokens.eot,
-            no_speech: tokens.no_speech,
-            seed: options.seed ^ window_index.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ..task.clone()
         };
         let hyp = search::decode(scorer, &task, options.strategy)?;
         let ratio = compression_ratio(&tokenizer.decode(&hyp.tokens));
