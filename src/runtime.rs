@@ -13,6 +13,7 @@
 //! later calls get the same runtime back (or an error if they ask for a different library).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
@@ -117,7 +118,9 @@ pub fn default_models_dir() -> PathBuf {
 pub struct Runtime {
     env: Environment,
     library: PathBuf,
-    cuda: bool,
+    device: Device,
+    /// Sessions try the CUDA provider (cleared for `auto` once it fails to start).
+    cuda: AtomicBool,
     threads: usize,
 }
 
@@ -125,7 +128,8 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("library", &self.library)
-            .field("cuda", &self.cuda)
+            .field("device", &self.device)
+            .field("cuda", &self.uses_cuda())
             .field("threads", &self.threads)
             .finish()
     }
@@ -185,7 +189,8 @@ impl Runtime {
         let rt = Arc::new(Runtime {
             env,
             library,
-            cuda,
+            device: config.device,
+            cuda: AtomicBool::new(cuda),
             threads: config.effective_threads(),
         });
         *slot = Some(Arc::clone(&rt));
@@ -199,11 +204,27 @@ impl Runtime {
 
     /// Whether sessions run on CUDA.
     pub fn uses_cuda(&self) -> bool {
-        self.cuda
+        self.cuda.load(Ordering::Relaxed)
     }
 
     /// Build a session for the graph at `path`.
     pub(crate) fn session(&self, path: &Path) -> Result<Session> {
+        if self.uses_cuda() {
+            match self.build_session(path, true) {
+                Ok(session) => return Ok(session),
+                // `auto` means CUDA when it runs: the provider loads only now (its CUDA/cuDNN
+                // libraries may be missing), so this is where auto falls back.
+                Err(Error::DeviceUnavailable { reason, .. }) if self.device == Device::Auto => {
+                    tracing::warn!(%reason, "device auto: using the CPU");
+                    self.cuda.store(false, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.build_session(path, false)
+    }
+
+    fn build_session(&self, path: &Path, cuda: bool) -> Result<Session> {
         let context = || format!("loading {}", path.display());
         let mut builder = Session::builder(&self.env)
             .map_err(Error::ort(context()))?
@@ -211,12 +232,16 @@ impl Runtime {
             .map_err(|e| Error::ort(context())(e.into()))?
             .with_intra_threads(self.threads)
             .map_err(|e| Error::ort(context())(e.into()))?;
-        if self.cuda {
+        if cuda {
             builder = builder
                 .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
                 .map_err(|e| Error::DeviceUnavailable {
                     device: "cuda".into(),
-                    reason: format!("the CUDA execution provider failed to start: {e}"),
+                    // ONNX Runtime's message spans lines; its first line names the missing piece.
+                    reason: format!(
+                        "the CUDA execution provider failed to start: {}",
+                        e.to_string().lines().next().unwrap_or_default().trim()
+                    ),
                 })?;
         }
         builder.commit_from_file(path).map_err(Error::ort(context()))
@@ -230,7 +255,7 @@ fn check_cuda(library: &Path) -> std::result::Result<(), String> {
     let provider = dir.join("libonnxruntime_providers_cuda.so");
     if !provider.exists() {
         return Err(format!(
-            "{} has no CUDA provider ({} is missing); run `models/provision --gpu` (needs an NVIDIA driver, CUDA 12 and cuDNN 9) or use --device cpu",
+            "{} has no CUDA provider ({} is missing); run `models/provision --gpu` (needs an NVIDIA driver with CUDA 13 and cuDNN 9 libraries on the loader path) or use --device cpu",
             library.display(),
             provider.display()
         ));

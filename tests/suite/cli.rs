@@ -195,6 +195,34 @@ fn cuda_without_a_cuda_runtime_is_an_error_not_a_fallback() {
 }
 
 #[test]
+fn device_auto_falls_back_to_the_cpu() {
+    let run = steno(&[
+        "transcribe",
+        "audio-samples/jfk.wav",
+        "--device",
+        "auto",
+        "--beam-size",
+        "1",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(normalized(&run.stdout), JFK_NORMALIZED);
+}
+
+#[test]
+fn ort_dylib_path_wins_over_the_provisioned_runtime() {
+    let run = steno_with_env(
+        &["transcribe", "audio-samples/jfk.wav"],
+        &[("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so.1.31.1")],
+    );
+    assert_eq!(run.code, Some(2));
+    assert!(
+        run.stderr.contains("/nonexistent/libonnxruntime.so.1.31.1"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn english_only_model_rejects_german() {
     let run = steno(&["transcribe", "audio-samples/jfk.wav", "--language", "de"]);
     assert_eq!(run.code, Some(2));

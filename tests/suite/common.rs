@@ -77,11 +77,18 @@ pub struct Run {
     pub stderr: String,
 }
 
-/// Run the `steno` binary (1 thread per session).
+/// Run the `steno` binary.
 pub fn steno(args: &[&str]) -> Run {
+    steno_with_env(args, &[])
+}
+
+/// Run the `steno` binary with extra environment variables.
+pub fn steno_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let out: Output = Command::new(env!("CARGO_BIN_EXE_steno"))
         .args(args)
         .env_remove("STENO_LOG")
+        .env_remove("ORT_DYLIB_PATH")
+        .envs(env.iter().copied())
         .current_dir(root())
         .output()
         .expect("steno runs");
