@@ -96,7 +96,8 @@ fn progress_bar(files: usize) -> ProgressBar {
     } else {
         ProgressDrawTarget::hidden()
     };
-    let bar = ProgressBar::with_draw_target(Some(0), target);
+    // Progress is in thousandths of a file: done files plus the decoded fraction of those in flight.
+    let bar = ProgressBar::with_draw_target(Some(files as u64 * 1000), target);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {msg} ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -160,24 +161,33 @@ pub fn run(args: TranscribeArgs) -> Result<ExitCode> {
     };
     let mut done = 0usize;
     let mut audio_done = 0.0f64;
-    // Seconds decoded so far of each file in flight.
-    let mut in_flight: HashMap<usize, f64> = HashMap::new();
+    // (duration, seconds decoded) of each file in flight.
+    let mut in_flight: HashMap<usize, (f64, f64)> = HashMap::new();
+    let position = |done: usize, in_flight: &HashMap<usize, (f64, f64)>| {
+        let partial: f64 = in_flight
+            .values()
+            .map(|(d, s)| if *d > 0.0 { s / d } else { 0.0 })
+            .sum();
+        ((done as f64 + partial) * 1000.0) as u64
+    };
 
     steno::engine::transcribe_files_parallel(&engines, &files, &mut |event| match event {
         FileEvent::Started { index, duration, .. } => {
-            bar.inc_length((duration * 100.0) as u64);
-            in_flight.insert(index, 0.0);
+            in_flight.insert(index, (duration, 0.0));
         }
         FileEvent::Progress { index, seconds } => {
-            let previous = in_flight.insert(index, seconds).unwrap_or(0.0);
-            bar.inc(((seconds - previous) * 100.0).max(0.0) as u64);
-            let audio = audio_done + in_flight.values().sum::<f64>();
+            if let Some(entry) = in_flight.get_mut(&index) {
+                entry.1 = seconds;
+            }
+            bar.set_position(position(done, &in_flight));
+            let audio = audio_done + in_flight.values().map(|(_, s)| s).sum::<f64>();
             let rtfx = audio / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{done}/{} files, {audio:.0} s audio, {rtfx:.1}x", files.len()));
         }
         FileEvent::Finished { index, path, result } => {
             done += 1;
             in_flight.remove(&index);
+            bar.set_position(position(done, &in_flight));
             let outcome = result.map_err(anyhow::Error::from).and_then(|transcript| {
                 audio_done += transcript.duration;
                 render(&transcript, path, format, args.output_dir.as_deref(), multiple)
