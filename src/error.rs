@@ -52,9 +52,10 @@ pub enum Error {
         problem: String,
     },
 
-    /// The token table (`*-tokens.txt`) is malformed.
+    /// A data file (the token table `*-tokens.txt`, a `refs.tsv`) is malformed or incomplete;
+    /// `line` 0 means the file as a whole.
     #[error("{}:{line}: {problem}", path.display())]
-    Tokens {
+    Format {
         path: PathBuf,
         line: usize,
         problem: String,

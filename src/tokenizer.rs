@@ -25,7 +25,7 @@ impl Tokenizer {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, eot).map_err(|(line, problem)| Error::Tokens {
+        Self::parse(&text, eot).map_err(|(line, problem)| Error::Format {
             path: path.to_path_buf(),
             line,
             problem,

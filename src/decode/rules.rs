@@ -193,28 +193,9 @@ pub fn log_softmax_in_place(x: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Language;
+    use crate::model::tiny_en_tokens;
 
     /// tiny.en's special tokens (shared/facts: end-of-text 50256 … first timestamp 50363).
-    fn tiny_en() -> SpecialTokens {
-        SpecialTokens {
-            eot: 50256,
-            sot: 50257,
-            translate: 50357,
-            transcribe: 50358,
-            sot_lm: 50359,
-            sot_prev: 50360,
-            no_speech: 50361,
-            no_timestamps: 50362,
-            timestamp_begin: 50363,
-            blank: 220,
-            languages: vec![Language {
-                code: "en".into(),
-                token: 50258,
-            }],
-            non_speech: vec![1, 2, 7, 8, 9, 10, 14, 25],
-        }
-    }
     const N_VOCAB: usize = 51864;
     const TS: u32 = 50363;
     const EOT: u32 = 50256;
@@ -230,7 +211,7 @@ mod tests {
 
     #[test]
     fn first_token_must_be_a_timestamp_within_one_second() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), None);
         let mut l = flat();
         f.apply(&mut l, &[]);
         let ok = allowed(&l);
@@ -241,7 +222,7 @@ mod tests {
 
     #[test]
     fn control_and_non_speech_tokens_are_always_suppressed() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), None);
         // Text and end-of-text likelier than the timestamps, so only suppression acts.
         let mut l = vec![-10.0; N_VOCAB];
         l[THE as usize] = 5.0;
@@ -256,7 +237,7 @@ mod tests {
 
     #[test]
     fn after_text_then_timestamp_only_timestamp_or_eot() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), None);
         let mut l = vec![-10.0; N_VOCAB];
         l[EOT as usize] = 5.0;
         f.apply(&mut l, &[TS, THE, TS + 40]);
@@ -269,7 +250,7 @@ mod tests {
 
     #[test]
     fn after_a_timestamp_pair_text_must_follow() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), None);
         let mut l = flat();
         f.apply(&mut l, &[TS, THE, TS + 40, TS + 40]);
         let ok = allowed(&l);
@@ -279,7 +260,7 @@ mod tests {
 
     #[test]
     fn segment_cannot_have_zero_length() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), None);
         let mut l = flat();
         f.apply(&mut l, &[TS + 10, THE]);
         let ok = allowed(&l);
@@ -289,7 +270,7 @@ mod tests {
 
     #[test]
     fn timestamp_mass_beats_best_text_token_forces_a_timestamp() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), None);
         let mut l = vec![-10.0; N_VOCAB];
         l[THE as usize] = 1.0;
         // 1500 timestamps at 0.0 each: log-sum-exp = ln(1500) ≈ 7.3 > 1.0
@@ -303,7 +284,7 @@ mod tests {
 
     #[test]
     fn text_wins_when_it_is_likelier_than_all_timestamps() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), None);
         let mut l = vec![-30.0; N_VOCAB];
         l[THE as usize] = 5.0;
         f.apply(&mut l, &[TS, THE]);
@@ -312,7 +293,7 @@ mod tests {
 
     #[test]
     fn window_end_caps_timestamps() {
-        let f = LogitFilters::new(&tiny_en(), &FilterOptions::default(), Some(2.0));
+        let f = LogitFilters::new(&tiny_en_tokens(), &FilterOptions::default(), Some(2.0));
         let mut l = flat();
         f.apply(&mut l, &[TS, THE]);
         let ok = allowed(&l);
@@ -326,7 +307,7 @@ mod tests {
             timestamps: false,
             ..FilterOptions::default()
         };
-        let f = LogitFilters::new(&tiny_en(), &opts, None);
+        let f = LogitFilters::new(&tiny_en_tokens(), &opts, None);
         let mut l = flat();
         f.apply(&mut l, &[]);
         let ok = allowed(&l);

@@ -408,27 +408,8 @@ pub fn repeated_tail(tokens: &[u32]) -> Option<(usize, usize)> {
 pub(crate) mod tests {
     use super::*;
     use crate::decode::rules::FilterOptions;
-    use crate::model::{Language, SpecialTokens};
+    use crate::model::tiny_en_tokens;
 
-    pub(crate) fn tiny_en() -> SpecialTokens {
-        SpecialTokens {
-            eot: 50256,
-            sot: 50257,
-            translate: 50357,
-            transcribe: 50358,
-            sot_lm: 50359,
-            sot_prev: 50360,
-            no_speech: 50361,
-            no_timestamps: 50362,
-            timestamp_begin: 50363,
-            blank: 220,
-            languages: vec![Language {
-                code: "en".into(),
-                token: 50258,
-            }],
-            non_speech: vec![1, 2, 7],
-        }
-    }
     pub(crate) const V: usize = 51864;
 
     /// A fake decoder: the logits depend only on the tokens fed so far, through a script
@@ -494,7 +475,7 @@ pub(crate) mod tests {
 
     fn no_ts() -> LogitFilters {
         LogitFilters::new(
-            &tiny_en(),
+            &tiny_en_tokens(),
             &FilterOptions {
                 timestamps: false,
                 ..FilterOptions::default()

@@ -38,22 +38,19 @@ pub fn read_references(dir: &Path) -> Result<Vec<Reference>> {
         if line.trim().is_empty() {
             continue;
         }
-        let (id, reference) = line.split_once('\t').ok_or_else(|| Error::Config {
-            field: "refs.tsv",
-            problem: format!("{}:{}: expected `<id>\\t<text>`", refs_path.display(), i + 1),
+        let (id, reference) = line.split_once('\t').ok_or_else(|| Error::Format {
+            path: refs_path.clone(),
+            line: i + 1,
+            problem: "expected `<id><TAB><text>`".into(),
         })?;
         let audio = AUDIO_EXTENSIONS
             .iter()
             .map(|ext| dir.join(format!("{id}.{ext}")))
             .find(|p| p.is_file())
-            .ok_or_else(|| Error::Config {
-                field: "refs.tsv",
-                problem: format!(
-                    "{}:{}: no audio file {id}.wav (or .flac, .mp3…) in {}",
-                    refs_path.display(),
-                    i + 1,
-                    dir.display()
-                ),
+            .ok_or_else(|| Error::Format {
+                path: refs_path.clone(),
+                line: i + 1,
+                problem: format!("no audio file {id}.wav (or .flac, .mp3…) in {}", dir.display()),
             })?;
         refs.push(Reference {
             id: id.to_owned(),
@@ -62,9 +59,10 @@ pub fn read_references(dir: &Path) -> Result<Vec<Reference>> {
         });
     }
     if refs.is_empty() {
-        return Err(Error::Config {
-            field: "refs.tsv",
-            problem: format!("{} lists no utterances", refs_path.display()),
+        return Err(Error::Format {
+            path: refs_path,
+            line: 0,
+            problem: "lists no utterances".into(),
         });
     }
     Ok(refs)

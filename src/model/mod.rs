@@ -206,6 +206,30 @@ impl SpecialTokens {
     }
 }
 
+/// tiny.en's special tokens (shared/facts: end-of-text 50256 … first timestamp 50363), for
+/// unit tests of the decoding rules.
+#[cfg(test)]
+pub(crate) fn tiny_en_tokens() -> SpecialTokens {
+    SpecialTokens {
+        eot: 50256,
+        sot: 50257,
+        translate: 50357,
+        transcribe: 50358,
+        sot_lm: 50359,
+        sot_prev: 50360,
+        no_speech: 50361,
+        no_timestamps: 50362,
+        timestamp_begin: 50363,
+        blank: 220,
+        languages: vec![Language {
+            code: "en".into(),
+            token: 50258,
+        }],
+        // The first of Whisper's non-speech symbols.
+        non_speech: vec![1, 2, 7, 8, 9, 10, 14, 25],
+    }
+}
+
 /// Dimensions of the network, from the model's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSpec {
