@@ -394,6 +394,12 @@ fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpe
     ] {
         check(key, id)?;
     }
+    for l in &tokens.languages {
+        check("all_language_tokens", l.token)?;
+    }
+    for &t in &tokens.non_speech {
+        check("non_speech_tokens", t)?;
+    }
     if spec.n_text_head == 0 || !spec.n_text_state.is_multiple_of(spec.n_text_head) {
         return Err(Error::Metadata {
             path: path.to_path_buf(),
@@ -563,6 +569,14 @@ mod tests {
             err.contains("`no_speech`") && err.contains("outside the vocabulary"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn language_token_outside_the_vocabulary_is_rejected() {
+        let mut md = sherpa_tiny_en();
+        md.insert("all_language_tokens".into(), "50258,60000".into());
+        let err = parse_metadata(Path::new("enc.onnx"), md).unwrap_err().to_string();
+        assert!(err.contains("`all_language_tokens`"), "{err}");
     }
 
     #[test]
