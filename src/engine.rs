@@ -210,13 +210,11 @@ impl Engine {
     /// be read or decoded is reported and the batch goes on.
     pub fn transcribe_files(&self, paths: &[PathBuf], sink: &mut dyn FnMut(FileEvent)) {
         let (prepared_tx, prepared_rx) = bounded::<(usize, Result<(Audio, Mel)>)>(1);
-        let log_mel = &self.log_mel;
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 for (i, path) in paths.iter().enumerate() {
                     let prepared = audio::read_audio(path).map_err(Error::from).map(|audio| {
-                        let mut mel = log_mel.log10_mel(&audio.samples);
-                        mel.normalize_whisper();
+                        let mel = self.prepare(&audio.samples);
                         (audio, mel)
                     });
                     if prepared_tx.send((i, prepared)).is_err() {

@@ -81,11 +81,6 @@ impl Tokenizer {
         }
         out
     }
-
-    /// Number of text tokens (= the end-of-text id).
-    pub fn text_tokens(&self) -> usize {
-        self.pieces.len()
-    }
 }
 
 #[cfg(test)]

@@ -243,7 +243,7 @@ impl TokenScorer for WindowScorer<'_> {
         } else {
             // Graphs that cannot share one row of cross K/V get it tiled, once per row count.
             if self.tiled.as_ref().is_none_or(|t| t.batch != cache.batch()) {
-                self.tiled = Some(self.cross.repeat(cache.batch(), self.decoder.cross_row_axis())?);
+                self.tiled = Some(self.cross.repeat(cache.batch(), self.decoder.row_axis())?);
             }
             self.tiled.as_ref().unwrap_or(self.cross)
         };

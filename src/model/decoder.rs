@@ -127,9 +127,11 @@ impl Decoder {
         let mut fixed_cache = None;
         for name in &past_names {
             let dims = check_outlet(path, session.inputs(), name, Float32, 4)?;
-            let (expect_width, width, cache_axis) = match layout {
-                Layout::Steno => (spec.head_dim(), dims[3], 2),
-                Layout::Sherpa => (d, dims[3], 2),
+            // Both layouts: positions on axis 2, width (head_dim or D) on axis 3.
+            let (width, positions) = (dims[3], dims[2]);
+            let expect_width = match layout {
+                Layout::Steno => spec.head_dim(),
+                Layout::Sherpa => d,
             };
             if width >= 0 && width as usize != expect_width {
                 return Err(contract(
@@ -143,8 +145,8 @@ impl Decoder {
             if layout == Layout::Sherpa && dims[0] >= 0 && dims[0] as usize != n_layer {
                 return Err(contract(name, format!("{} layers, metadata says {n_layer}", dims[0])));
             }
-            if dims[cache_axis] > 0 {
-                fixed_cache = Some(dims[cache_axis] as usize);
+            if positions > 0 {
+                fixed_cache = Some(positions as usize);
             }
         }
         for name in &present_names {
@@ -195,8 +197,8 @@ impl Decoder {
         self.layout == Layout::Steno
     }
 
-    /// Row axis of the cross K/V tensors (for tiling).
-    pub fn cross_row_axis(&self) -> usize {
+    /// Row (hypothesis) axis of the cache and cross K/V tensors.
+    pub fn row_axis(&self) -> usize {
         match self.layout {
             Layout::Steno => 0,
             Layout::Sherpa => 1,
@@ -366,10 +368,7 @@ impl Decoder {
                 format!("row index out of range 0..{}", cache.batch),
             ));
         }
-        let axis = match self.layout {
-            Layout::Steno => 0,
-            Layout::Sherpa => 1,
-        };
+        let axis = self.row_axis();
         for value in cache.values.iter_mut() {
             *value = gather_rows(value, axis, source)?;
         }
