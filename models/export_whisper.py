@@ -12,15 +12,17 @@ Two tensor contracts (`--layout`); the network and the weights are the same:
 steno (default): built for speed on CPU.
   encoder  mel [N, n_mels, T] (T dynamic, <= 3000: no padding of short audio to 30 s)
            -> cross_k_i, cross_v_i [N, H, T/2, dh] for each decoder layer i (head-major)
-  decoder  tokens [N, n] i64, offset [1] i64, past_k_i / past_v_i [N, H, C, dh] (C >= offset; only
-           [:offset] is read), cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
-           -> logits [N, 1, n_vocab] (last position only), present_k_i / present_v_i
+  decoder  tokens [N, n] i64, offset [1] i64, n_logits [1] i64 (1 <= n_logits <= n),
+           past_k_i / past_v_i [N, H, C, dh] (C >= offset; only [:offset] is read),
+           cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
+           -> logits [N, n_logits, n_vocab] (the last n_logits positions), present_k_i / present_v_i
               [N, H, offset + n, dh], cross_qk [N, n, n_alignment_heads, T/2] (pre-softmax
               cross-attention scores of the alignment heads, for word timestamps)
   Why: a per-layer input needs no slice copy per decoding step, head-major keys need no
   transpose per step, cross K/V broadcast over beams instead of being copied per beam, and only
-  the last position's logits are computed (the tied projection is the largest matmul). A
-  multi-token call at offset > 0 is valid (the causal mask is over offset + i).
+  the last n_logits positions' logits are computed (the tied projection is the largest matmul;
+  n_logits > 1 verifies a draft of tokens in one call). A multi-token call at offset > 0 is
+  valid (the causal mask is over offset + i).
 
 sherpa: sherpa-onnx's contract (scripts/whisper/export-onnx.py), for compatibility.
   encoder  mel [N, n_mels, 3000] -> n_layer_cross_k, n_layer_cross_v [L, N, 1500, D]
@@ -445,8 +447,11 @@ def build_decoder(V, dims, alignment_heads, metadata, layout):
     else:
         qk = g.op("Concat", qk_parts, axis=1)  # [N, A, n, T2]
         g.op("Transpose", [qk], perm=[0, 2, 1, 3], outputs=["cross_qk"])  # [N, n, A, T2]
-        last = g.op("Slice", [x, g.ints([-1]), g.ints([2**62]), g.ints([1])])  # [N, 1, D]
-        logits_dims = ["N", 1, n_vocab]
+        # The last `n_logits` positions only (1 while decoding step by step; more to verify a
+        # draft of several tokens in one call): the tied projection is the largest matmul.
+        first = g.op("Neg", ["n_logits"])
+        last = g.op("Slice", [x, first, g.ints([2**62]), g.ints([1])])  # [N, n_logits, D]
+        logits_dims = ["N", "n_logits", n_vocab]
     last = g.layer_norm(last, V["decoder/layer_norm/gamma"], V["decoder/layer_norm/beta"])
     # Tied output projection: a separate [D, V] copy so the int8 export can quantise it as a MatMul.
     g.op("MatMul", [last, g.weight("logits_w", emb.T.copy())], outputs=["logits"])
@@ -469,6 +474,7 @@ def build_decoder(V, dims, alignment_heads, metadata, layout):
         ]
     else:
         inputs.append(helper.make_tensor_value_info("offset", TensorProto.INT64, [1]))
+        inputs.append(helper.make_tensor_value_info("n_logits", TensorProto.INT64, [1]))
         for i in range(L):
             for kind in ("k", "v"):
                 inputs.append(helper.make_tensor_value_info(f"past_{kind}_{i}", fl, ["N", n_head, f"n_past_{i}", dh]))

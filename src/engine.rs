@@ -12,6 +12,12 @@
 //! feature extraction overlap inference ([`Engine::transcribe_files`] does this for a batch).
 //! The engine holds the weights; each job's state (caches, mel, transcript) lives and dies
 //! with the job.
+//!
+//! Live streams ([`crate::stream`]) send window jobs on a second, unbounded channel through an
+//! [`EngineHandle`] (each stream keeps at most one job queued or running, so the channel stays
+//! short). The worker always serves window jobs first, and between the windows of a batch
+//! clip, so a long file never holds a live stream back by more than one window. A panic inside
+//! any job becomes that job's error ([`Error::Worker`]) and the worker goes on serving.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -21,9 +27,14 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use crate::audio::{self, Audio};
 use crate::error::{Error, Result};
 use crate::features::{LogMel, Mel};
+use crate::model::SpecialTokens;
+use crate::model::encoder::MelFrames;
 use crate::model::{Layout, ModelFiles, ModelSpec, ModelVariant, WhisperModel};
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::transcribe::{TranscribeOptions, Transcript, transcribe};
+use crate::stream::window::{WindowCache, WindowJob, WindowOutcome, run_window};
+use crate::tokenizer::Tokenizer;
+use crate::transcribe::{TranscribeOptions, Transcript, transcribe_interleaved};
+use std::sync::Arc;
 
 /// Which model to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,9 +89,90 @@ struct Job {
     updates: Sender<Update>,
 }
 
+/// A live window job and where its outcome goes.
+pub(crate) struct LiveJob {
+    pub(crate) job: WindowJob,
+    pub(crate) reply: Sender<Result<WindowOutcome>>,
+}
+
+/// What the worker reports once the model is loaded.
+struct Loaded {
+    spec: ModelSpec,
+    files: ModelFiles,
+    layout: Layout,
+    tokens: SpecialTokens,
+    tokenizer: Arc<Tokenizer>,
+    has_cross_qk: bool,
+    mel_frames: MelFrames,
+}
+
+/// A cheap, cloneable way for live streams to reach the worker of an [`Engine`], with what
+/// they need to know of the model.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(crate) live: Sender<LiveJob>,
+    pub(crate) spec: ModelSpec,
+    pub(crate) tokens: SpecialTokens,
+    pub(crate) tokenizer: Arc<Tokenizer>,
+    pub(crate) has_cross_qk: bool,
+    /// Mel frames the encoder takes (fixed 3000 for sherpa-onnx exports).
+    pub(crate) mel_frames: MelFrames,
+    pub(crate) options: TranscribeOptions,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// Queue a window job; its outcome arrives on the returned channel.
+    pub(crate) fn submit_window(&self, job: WindowJob) -> Result<Receiver<Result<WindowOutcome>>> {
+        let (reply, rx) = bounded(1);
+        self.live
+            .send(LiveJob { job, reply })
+            .map_err(|_| Error::Worker("the inference thread has stopped".into()))?;
+        Ok(rx)
+    }
+}
+
+/// Run `f`, turning a panic into an error that names `what`.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            tracing::error!(what, message, "a job panicked; the worker goes on");
+            Err(Error::Worker(format!("{what} panicked: {message} (an internal bug)")))
+        }
+    }
+}
+
+/// Serve every queued live job.
+fn serve_live(model: &mut WhisperModel, live: &Receiver<LiveJob>, cache: &mut WindowCache) {
+    while let Ok(job) = live.try_recv() {
+        serve_one(model, job, cache);
+    }
+}
+
+fn serve_one(model: &mut WhisperModel, LiveJob { job, reply }: LiveJob, cache: &mut WindowCache) {
+    let what = format!("live window of stream {}", job.stream);
+    let result = guarded(&what, || run_window(model, &job, cache));
+    let _ = reply.send(result);
+}
+
 /// A model loaded on its worker thread.
 pub struct Engine {
+    runtime_config: RuntimeConfig,
     jobs: Option<Sender<Job>>,
+    handle: Option<EngineHandle>,
     worker: Option<JoinHandle<()>>,
     spec: ModelSpec,
     files: ModelFiles,
@@ -105,18 +197,29 @@ impl Engine {
         let files = ModelFiles::discover(&config.model.dir, config.model.variant, &config.model.provision_hint)?;
         let runtime = Runtime::get(&config.runtime)?;
         let (jobs_tx, jobs_rx) = bounded::<Job>(1);
-        let (ready_tx, ready_rx) = bounded::<Result<(ModelSpec, ModelFiles, Layout)>>(1);
+        let (live_tx, live_rx) = unbounded::<LiveJob>();
+        let (ready_tx, ready_rx) = bounded::<Result<Loaded>>(1);
         let options = config.options;
+        let worker_options = options.clone();
         let worker = std::thread::Builder::new()
             .name("steno-inference".into())
             .spawn(move || {
+                let options = worker_options;
                 let model = WhisperModel::load(&runtime, files).and_then(|m| {
                     options.check_model(&m)?;
                     Ok(m)
                 });
                 let mut model = match model {
                     Ok(m) => {
-                        let _ = ready_tx.send(Ok((m.spec.clone(), m.files.clone(), m.layout)));
+                        let _ = ready_tx.send(Ok(Loaded {
+                            spec: m.spec.clone(),
+                            files: m.files.clone(),
+                            layout: m.layout,
+                            tokens: m.tokens.clone(),
+                            tokenizer: m.tokenizer.clone(),
+                            has_cross_qk: m.decoder.has_cross_qk(),
+                            mel_frames: m.encoder.mel_frames(),
+                        }));
                         m
                     }
                     Err(e) => {
@@ -124,16 +227,10 @@ impl Engine {
                         return;
                     }
                 };
-                for job in jobs_rx {
-                    let updates = job.updates;
-                    let result = transcribe(&mut model, &job.mel, &options, &mut |s| {
-                        let _ = updates.send(Update::Progress(s));
-                    });
-                    let _ = updates.send(Update::Done(result));
-                }
+                worker_loop(&mut model, &options, &jobs_rx, &live_rx);
             })
             .map_err(|e| Error::Worker(format!("cannot start the inference thread: {e}")))?;
-        let (spec, files, layout) = match ready_rx.recv() {
+        let loaded = match ready_rx.recv() {
             Ok(Ok(ready)) => ready,
             Ok(Err(e)) => {
                 let _ = worker.join();
@@ -147,15 +244,57 @@ impl Engine {
                 return Err(Error::Worker(reason));
             }
         };
+        let Loaded {
+            spec,
+            files,
+            layout,
+            tokens,
+            tokenizer,
+            has_cross_qk,
+            mel_frames,
+        } = loaded;
+        let handle = EngineHandle {
+            live: live_tx,
+            spec: spec.clone(),
+            tokens,
+            tokenizer,
+            has_cross_qk,
+            mel_frames,
+            options,
+        };
         let log_mel = LogMel::new(spec.n_mels).map_err(|e| Error::config("n_mels", e.to_string()))?;
         Ok(Engine {
+            runtime_config: config.runtime.clone(),
             jobs: Some(jobs_tx),
+            handle: Some(handle),
             worker: Some(worker),
             spec,
             files,
             layout,
             log_mel,
         })
+    }
+
+    /// A handle for live streams (see [`crate::stream::StreamSession`]).
+    pub fn handle(&self) -> Result<EngineHandle> {
+        self.handle
+            .clone()
+            .ok_or_else(|| Error::Worker("engine is shut down".into()))
+    }
+
+    /// How ONNX Runtime was set up for this engine (live streams load their VAD with it).
+    pub fn runtime_config(&self) -> &RuntimeConfig {
+        &self.runtime_config
+    }
+
+    /// The options the engine was started with.
+    pub fn options(&self) -> Option<&TranscribeOptions> {
+        self.handle.as_ref().map(|h| &h.options)
+    }
+
+    /// Whether the model reports alignment-head attention (word times, AlignAtt).
+    pub fn has_cross_qk(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| h.has_cross_qk)
     }
 
     /// The loaded model's dimensions.
@@ -338,10 +477,50 @@ fn wait(rx: &Receiver<Update>, progress: &mut dyn FnMut(f64)) -> Result<Transcri
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // Closing the job channel ends the worker's loop.
+        // Closing both job channels ends the worker's loop (streams hold their own handles
+        // and end before the engine: they borrow it).
         self.jobs.take();
+        self.handle.take();
         if let Some(worker) = self.worker.take() {
             let _ = worker.join();
+        }
+    }
+}
+
+/// The worker: live window jobs first, batch clips otherwise (serving live jobs between the
+/// clip's windows); ends when both channels are closed.
+fn worker_loop(model: &mut WhisperModel, options: &TranscribeOptions, jobs: &Receiver<Job>, live: &Receiver<LiveJob>) {
+    let (mut jobs_open, mut live_open) = (true, true);
+    let mut cache = WindowCache::default();
+    while jobs_open || live_open {
+        if let Ok(job) = live.try_recv() {
+            serve_one(model, job, &mut cache);
+            continue;
+        }
+        let never_jobs = crossbeam_channel::never();
+        let never_live = crossbeam_channel::never();
+        crossbeam_channel::select! {
+            recv(if live_open { live } else { &never_live }) -> job => match job {
+                Ok(job) => serve_one(model, job, &mut cache),
+                Err(_) => live_open = false,
+            },
+            recv(if jobs_open { jobs } else { &never_jobs }) -> job => match job {
+                Ok(Job { mel, updates }) => {
+                    let result = guarded("transcription", || {
+                        transcribe_interleaved(
+                            model,
+                            &mel,
+                            options,
+                            &mut |s| {
+                                let _ = updates.send(Update::Progress(s));
+                            },
+                            &mut |model| serve_live(model, live, &mut cache),
+                        )
+                    });
+                    let _ = updates.send(Update::Done(result));
+                }
+                Err(_) => jobs_open = false,
+            },
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod features;
 pub mod model;
 pub mod output;
 pub mod runtime;
+pub mod stream;
 pub mod tokenizer;
 pub mod transcribe;
 

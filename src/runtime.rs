@@ -210,7 +210,7 @@ impl Runtime {
     /// Build a session for the graph at `path`.
     pub(crate) fn session(&self, path: &Path) -> Result<Session> {
         if self.uses_cuda() {
-            match self.build_session(path, true) {
+            match self.build_session(path, true, self.threads) {
                 Ok(session) => return Ok(session),
                 // `auto` means CUDA when it runs: the provider loads only now (its CUDA/cuDNN
                 // libraries may be missing), so this is where auto falls back.
@@ -221,16 +221,23 @@ impl Runtime {
                 Err(e) => return Err(e),
             }
         }
-        self.build_session(path, false)
+        self.build_session(path, false, self.threads)
     }
 
-    fn build_session(&self, path: &Path, cuda: bool) -> Result<Session> {
+    /// Build a session for the graph at `path` on the CPU provider with `threads` intra-op
+    /// threads, whatever the device: for small graphs run once per few milliseconds of audio (the
+    /// VAD), where a GPU's per-call launches and copies cost more than the compute.
+    pub(crate) fn cpu_session(&self, path: &Path, threads: usize) -> Result<Session> {
+        self.build_session(path, false, threads)
+    }
+
+    fn build_session(&self, path: &Path, cuda: bool, threads: usize) -> Result<Session> {
         let context = || format!("loading {}", path.display());
         let mut builder = Session::builder(&self.env)
             .map_err(Error::ort(context()))?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| Error::ort(context())(e.into()))?
-            .with_intra_threads(self.threads)
+            .with_intra_threads(threads)
             .map_err(|e| Error::ort(context())(e.into()))?;
         if cuda {
             builder = builder

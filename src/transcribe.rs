@@ -221,6 +221,18 @@ struct WindowScorer<'a> {
     cross: &'a CrossKv,
     tiled: Option<CrossKv>,
     cache: Option<KvCache>,
+    attention: Option<&'a mut AttentionTrack>,
+}
+
+/// The most-attended audio frame of every token position fed to the decoder in one window
+/// (one row only: live decoding is greedy), for the AlignAtt commit policy.
+#[derive(Debug, Clone, Default)]
+pub struct AttentionTrack {
+    /// Encoder frames (20 ms) that hold audio; padding frames never count as attended.
+    pub content_frames: usize,
+    /// One entry per fed position, in order: the prompt, the forced tokens, then each sampled
+    /// token but the last. Entry `i` is where the decoder looked when predicting token `i + 1`.
+    pub frames: Vec<u32>,
 }
 
 impl TokenScorer for WindowScorer<'_> {
@@ -229,6 +241,9 @@ impl TokenScorer for WindowScorer<'_> {
     }
 
     fn reset(&mut self, batch: usize) -> Result<()> {
+        if let Some(track) = self.attention.as_deref_mut() {
+            track.frames.clear();
+        }
         self.cache = Some(self.decoder.new_cache(batch)?);
         Ok(())
     }
@@ -247,8 +262,54 @@ impl TokenScorer for WindowScorer<'_> {
             }
             self.tiled.as_ref().unwrap_or(self.cross)
         };
-        let (out, _) = self.decoder.forward(tokens, n, cache, cross, false)?;
+        let track = self.attention.as_deref_mut().filter(|_| cache.batch() == 1);
+        let want_qk = track.is_some();
+        let (out, qk) = self.decoder.forward(tokens, n, cache, cross, want_qk)?;
+        if let (Some(track), Some(qk)) = (track, qk) {
+            track.frames.extend(crate::decode::attention::most_attended_frames(
+                &qk.data,
+                qk.heads,
+                qk.frames,
+                track.content_frames,
+            ));
+        }
         *logits = out;
+        Ok(())
+    }
+
+    fn feed_rows(&mut self, tokens: &[u32], rows: usize, logits: &mut Vec<f32>) -> Result<bool> {
+        let cache = self
+            .cache
+            .as_mut()
+            .ok_or_else(|| Error::config("decoder", "feed before reset"))?;
+        if !self.decoder.verifies_drafts() || cache.batch() != 1 {
+            return Ok(false);
+        }
+        let want_qk = self.attention.is_some();
+        let (out, qk) = self
+            .decoder
+            .forward_rows(tokens, tokens.len(), cache, self.cross, want_qk, rows)?;
+        if let (Some(track), Some(qk)) = (self.attention.as_deref_mut(), qk) {
+            track.frames.extend(crate::decode::attention::most_attended_frames(
+                &qk.data,
+                qk.heads,
+                qk.frames,
+                track.content_frames,
+            ));
+        }
+        *logits = out;
+        Ok(true)
+    }
+
+    fn rewind(&mut self, len: usize) -> Result<()> {
+        let cache = self
+            .cache
+            .as_mut()
+            .ok_or_else(|| Error::config("decoder", "rewind before reset"))?;
+        self.decoder.rewind(cache, len)?;
+        if let Some(track) = self.attention.as_deref_mut() {
+            track.frames.truncate(len);
+        }
         Ok(())
     }
 
@@ -273,7 +334,7 @@ fn silence_value(mel: &Mel) -> f32 {
 }
 
 /// The tokens that start every window: [<|startofprev|> prompt…] <|sot|> [lang task] [<|notimestamps|>].
-fn initial_tokens(
+pub(crate) fn initial_tokens(
     model: &WhisperModel,
     language: Option<u32>,
     task: Task,
@@ -304,7 +365,7 @@ fn initial_tokens(
 }
 
 /// Whisper's `detect_language`: the likeliest language token after <|startoftranscript|>.
-fn detect_language(model: &mut WhisperModel, cross: &CrossKv) -> Result<(String, f32)> {
+pub(crate) fn detect_language(model: &mut WhisperModel, cross: &CrossKv) -> Result<(String, f32)> {
     let mut cache = model.decoder.new_cache(1)?;
     let (logits, _) = model
         .decoder
@@ -324,12 +385,110 @@ fn detect_language(model: &mut WhisperModel, cross: &CrossKv) -> Result<(String,
     Ok((code, (best_logit - lse).exp()))
 }
 
+/// The text side of one window: what comes before the sampled tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowText<'a> {
+    /// Earlier text (prompt tokens without <|startofprev|>); the last n_text_ctx/2 − 1 are kept.
+    pub prompt: &'a [u32],
+    /// Tokens the output must start with (live: the words of this utterance already committed).
+    pub forced: &'a [u32],
+    /// Tokens expected after the forced ones, verified in one call (greedy; see
+    /// [`DecodeTask::draft`]); empty for none.
+    pub draft: &'a [u32],
+    /// Language token (multilingual models); `None` = the model's first language.
+    pub language: Option<u32>,
+    /// Seconds of audio in the window (timestamps past it are suppressed; the token budget).
+    pub content_s: f32,
+    /// Seed of the sampler at temperatures above 0.
+    pub seed: u64,
+}
+
+/// What [`decode_window`] found.
+#[derive(Debug, Clone)]
+pub struct WindowHypothesis {
+    /// The best hypothesis; its tokens start with the forced ones.
+    pub hyp: Hypothesis,
+    pub compression_ratio: f32,
+    /// Positions fed before the first sampled token (the initial tokens and the forced ones).
+    pub prefix_len: usize,
+}
+
+/// Decode one encoded window: the prompt, Whisper's filters, the token budget, the search and
+/// the temperature fallback ladder of `options`. The one window decoder: the batch seek loop
+/// ([`transcribe`]) and live streaming (`stream`) both call it. With `attention`, the
+/// alignment heads' most-attended frame of every fed position is recorded (greedy only).
+pub fn decode_window(
+    model: &mut WhisperModel,
+    cross: &CrossKv,
+    text: &WindowText,
+    options: &TranscribeOptions,
+    attention: Option<&mut AttentionTrack>,
+) -> Result<WindowHypothesis> {
+    let (initial, sot_index) = initial_tokens(
+        model,
+        text.language,
+        options.task,
+        options.filters.timestamps,
+        text.prompt,
+    );
+    let filters = LogitFilters::new(&model.tokens, &options.filters, Some(text.content_s));
+    let context_room = model.spec.n_text_ctx.saturating_sub(initial.len() + text.forced.len());
+    let budget = (16.0 + options.max_tokens_per_second * text.content_s).ceil() as usize;
+    // Whisper's sample_len (n_text_ctx / 2) and the rate cap count the forced tokens too.
+    let max_tokens = (model.spec.n_text_ctx / 2)
+        .min(budget)
+        .saturating_sub(text.forced.len())
+        .min(context_room);
+    let mut scorer = WindowScorer {
+        decoder: &mut model.decoder,
+        cross,
+        tiled: None,
+        cache: None,
+        attention,
+    };
+    let task = DecodeTask {
+        prompt: &initial,
+        sot_index,
+        forced: text.forced,
+        draft: if options.temperatures.first() == Some(&0.0) {
+            text.draft
+        } else {
+            &[]
+        },
+        filters: &filters,
+        max_tokens,
+        temperature: 0.0,
+        length_penalty: None,
+        eot: model.tokens.eot,
+        no_speech: model.tokens.no_speech,
+        seed: text.seed,
+    };
+    let (hyp, compression_ratio) = decode_with_fallback(&mut scorer, &task, options, &model.tokenizer)?;
+    Ok(WindowHypothesis {
+        hyp,
+        compression_ratio,
+        prefix_len: initial.len() + text.forced.len(),
+    })
+}
+
 /// Transcribe a whole clip. `progress` is called with the seconds of audio done so far.
 pub fn transcribe(
     model: &mut WhisperModel,
     mel: &Mel,
     options: &TranscribeOptions,
     progress: &mut dyn FnMut(f64),
+) -> Result<Transcript> {
+    transcribe_interleaved(model, mel, options, progress, &mut |_| {})
+}
+
+/// [`transcribe`], calling `between` with the model before each window: the inference worker
+/// serves live streams there, so a long batch job never holds them back by more than one window.
+pub fn transcribe_interleaved(
+    model: &mut WhisperModel,
+    mel: &Mel,
+    options: &TranscribeOptions,
+    progress: &mut dyn FnMut(f64),
+    between: &mut dyn FnMut(&mut WhisperModel),
 ) -> Result<Transcript> {
     options.validate()?;
     options.check_model(model)?;
@@ -355,6 +514,7 @@ pub fn transcribe(
     // Windows shorter than this hold no word; Whisper's output on them is noise.
     const MIN_WINDOW_FRAMES: usize = 10;
     while seek + MIN_WINDOW_FRAMES <= content_frames {
+        between(model);
         let segment_size = max_frames.min(content_frames - seek);
         if let Some(min) = options.thresholds.silence_log10_power {
             let (lo, hi) = SPEECH_BAND_HZ;
@@ -387,39 +547,25 @@ pub fn transcribe(
         } else {
             &[]
         };
-        let (initial, sot_index) = initial_tokens(
-            model,
-            language.as_ref().map(|l| l.1),
-            options.task,
-            options.filters.timestamps,
-            prompt,
-        );
         let window_s = segment_size as f32 / 100.0;
-        let filters = LogitFilters::new(&model.tokens, &options.filters, Some(window_s));
-        let context_room = model.spec.n_text_ctx.saturating_sub(initial.len());
-        let budget = (16.0 + options.max_tokens_per_second * window_s).ceil() as usize;
-        let max_tokens = (model.spec.n_text_ctx / 2).min(context_room).min(budget);
-
-        let (hyp, ratio) = {
-            let mut scorer = WindowScorer {
-                decoder: &mut model.decoder,
-                cross: &cross,
-                tiled: None,
-                cache: None,
-            };
-            let task = DecodeTask {
-                prompt: &initial,
-                sot_index,
-                filters: &filters,
-                max_tokens,
-                temperature: 0.0,
-                length_penalty: None,
-                eot: model.tokens.eot,
-                no_speech: model.tokens.no_speech,
+        let WindowHypothesis {
+            hyp,
+            compression_ratio: ratio,
+            ..
+        } = decode_window(
+            model,
+            &cross,
+            &WindowText {
+                prompt,
+                forced: &[],
+                draft: &[],
+                language: language.as_ref().map(|l| l.1),
+                content_s: window_s,
                 seed: options.seed ^ window_index.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            };
-            decode_with_fallback(&mut scorer, &task, options, &model.tokenizer)?
-        };
+            },
+            options,
+            None,
+        )?;
         window_index += 1;
 
         if is_silence(&hyp, &options.thresholds) {
@@ -510,7 +656,7 @@ pub fn transcribe(
 /// it to the audio frames with DTW ([`timing::find_alignment`]) and hand the words to the
 /// window's segments ([`timing::assign_words`]). Token probabilities are the ones the search saw.
 #[allow(clippy::too_many_arguments)]
-fn align_words(
+pub(crate) fn align_words(
     model: &mut WhisperModel,
     cross: &CrossKv,
     hyp: &Hypothesis,
@@ -590,7 +736,7 @@ fn align_words(
 }
 
 /// Round seconds to centiseconds (the mel clock), so times print and compare cleanly.
-fn round_cs(seconds: f64) -> f64 {
+pub(crate) fn round_cs(seconds: f64) -> f64 {
     (seconds * 100.0).round() / 100.0
 }
 

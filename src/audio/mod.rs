@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use symphonia::core::io::MediaSource;
 
-pub use resample::{MAX_SOURCE_RATE, MIN_SOURCE_RATE, resample_to_16k};
+pub use resample::{MAX_SOURCE_RATE, MIN_SOURCE_RATE, StreamResampler, resample_to_16k};
 
 /// The sample rate every Whisper model expects, in Hz.
 pub const SAMPLE_RATE: u32 = 16_000;

@@ -80,3 +80,150 @@ pub(crate) fn to_16k_owned(samples: Vec<f32>, from_rate: u32, path: &Path) -> Re
 pub fn resample_to_16k(samples: &[f32], from_rate: u32) -> Result<Vec<f32>, AudioError> {
     to_16k_owned(samples.to_vec(), from_rate, Path::new("<samples>"))
 }
+
+/// Resampling of a stream to 16 kHz, chunk by chunk, with state kept between chunks (the
+/// live engine's front end). The output lines up with the input: rubato's start-up delay is
+/// trimmed, and [`StreamResampler::finish`] flushes the tail, so `n` input samples give
+/// about `n × 16000 / from_rate` output samples in all.
+pub struct StreamResampler {
+    from_rate: u32,
+    resampler: Fft<f32>,
+    pending: Vec<f32>,
+    delay_left: usize,
+    /// Input and output sample counts, to size the flushed tail.
+    consumed: u64,
+    produced: u64,
+}
+
+impl std::fmt::Debug for StreamResampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamResampler")
+            .field("from_rate", &self.from_rate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamResampler {
+    /// A resampler from `from_rate` Hz (an error outside the accepted range).
+    pub fn new(from_rate: u32, label: &str) -> Result<StreamResampler, AudioError> {
+        let path = Path::new(label);
+        check_rate(from_rate, path)?;
+        let resampler =
+            Fft::<f32>::new(from_rate as usize, SAMPLE_RATE as usize, CHUNK, 1, FixedSync::Input).map_err(|e| {
+                AudioError::Resample {
+                    path: path.to_path_buf(),
+                    from_rate,
+                    source: Box::new(e),
+                }
+            })?;
+        Ok(StreamResampler {
+            from_rate,
+            delay_left: resampler.output_delay(),
+            resampler,
+            pending: Vec::new(),
+            consumed: 0,
+            produced: 0,
+        })
+    }
+
+    /// The source rate.
+    pub fn from_rate(&self) -> u32 {
+        self.from_rate
+    }
+
+    /// Resample `samples`, appending the 16 kHz output that is ready to `out`.
+    pub fn push(&mut self, samples: &[f32], out: &mut Vec<f32>) -> Result<(), AudioError> {
+        self.pending.extend_from_slice(samples);
+        self.consumed += samples.len() as u64;
+        let mut offset = 0;
+        while self.pending.len() - offset >= self.resampler.input_frames_next() {
+            let n = self.resampler.input_frames_next();
+            self.run(offset, None, out)?;
+            offset += n;
+        }
+        self.pending.drain(..offset);
+        Ok(())
+    }
+
+    /// End of input: flush what is buffered (and the resampler's delay line) into `out`.
+    pub fn finish(&mut self, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        let want = (self.consumed * u64::from(SAMPLE_RATE)).div_ceil(u64::from(self.from_rate));
+        let partial = self.pending.len();
+        self.pending.resize(self.resampler.input_frames_next(), 0.0);
+        self.run(0, Some(partial), out)?;
+        // Zeros push the delayed tail out.
+        let mut guard = 0;
+        while self.produced < want && guard < 64 {
+            self.pending.clear();
+            self.pending.resize(self.resampler.input_frames_next(), 0.0);
+            self.run(0, Some(0), out)?;
+            guard += 1;
+        }
+        if self.produced > want {
+            let extra = (self.produced - want) as usize;
+            out.truncate(out.len().saturating_sub(extra));
+            self.produced = want;
+        }
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn run(&mut self, offset: usize, partial: Option<usize>, out: &mut Vec<f32>) -> Result<(), AudioError> {
+        let from_rate = self.from_rate;
+        let err = |source: BoxError| AudioError::Resample {
+            path: Path::new("<stream>").to_path_buf(),
+            from_rate,
+            source,
+        };
+        let input = InterleavedSlice::new(&self.pending[..], 1, self.pending.len()).map_err(|e| err(Box::new(e)))?;
+        let indexing = rubato::Indexing {
+            input_offset: offset,
+            output_offset: 0,
+            partial_len: partial,
+            active_channels_mask: None,
+        };
+        let output = self
+            .resampler
+            .process(&input, Some(&indexing))
+            .map_err(|e| err(Box::new(e)))?;
+        let data = output.take_data();
+        let skip = self.delay_left.min(data.len());
+        self.delay_left -= skip;
+        out.extend_from_slice(&data[skip..]);
+        self.produced += (data.len() - skip) as u64;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn streaming_resampler_matches_the_clip_resampler() {
+        let n = 48_000 * 2 + 123;
+        let samples: Vec<f32> = (0..n).map(|i| (i as f32 * 0.013).sin() * 0.5).collect();
+        let whole = resample_to_16k(&samples, 48_000).unwrap();
+        let mut streamed = Vec::new();
+        let mut r = StreamResampler::new(48_000, "test").unwrap();
+        for chunk in samples.chunks(441) {
+            r.push(chunk, &mut streamed).unwrap();
+        }
+        r.finish(&mut streamed).unwrap();
+        assert_eq!(streamed.len(), whole.len());
+        let worst = streamed
+            .iter()
+            .zip(&whole)
+            .skip(100)
+            .take(whole.len() - 200)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "{worst}");
+    }
+
+    #[test]
+    fn streaming_resampler_rejects_absurd_rates() {
+        assert!(StreamResampler::new(0, "mic").is_err());
+        assert!(StreamResampler::new(10_000_000, "mic").is_err());
+    }
+}

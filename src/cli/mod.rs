@@ -1,7 +1,9 @@
 //! The command line: clap arguments (low level) converted once into the library's validated
 //! configs (high level). Nothing from clap reaches the library.
 
+mod bench;
 mod eval;
+mod live;
 mod transcribe;
 
 use std::path::PathBuf;
@@ -32,6 +34,12 @@ enum Command {
     Transcribe(transcribe::TranscribeArgs),
     /// Measure word error rate and speed on a folder of audio with refs.tsv.
     Eval(eval::EvalArgs),
+    /// Live transcription of a file or stdin: partial and final transcripts as they happen.
+    Stream(live::StreamArgs),
+    /// Live transcription of the microphone (Ctrl-C ends it after the last words).
+    Listen(live::ListenArgs),
+    /// Benchmark the live engine on a folder fed as one stream (WER, latencies, CPU, memory; JSON).
+    StreamBench(bench::BenchArgs),
 }
 
 /// Which model and where it runs.
@@ -203,5 +211,8 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Transcribe(args) => transcribe::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Stream(args) => live::run_stream(args),
+        Command::Listen(args) => live::run_listen(args),
+        Command::StreamBench(args) => bench::run(args),
     }
 }

@@ -5,8 +5,10 @@
 //! - [`search`]: greedy, sampling and beam search, the token budget and repetition guard;
 //! - [`quality`]: compression ratio, the temperature-fallback and no-speech gates;
 //! - [`segments`]: timestamp tokens → segments and the seek step;
+//! - [`attention`]: the most-attended audio frame per token (AlignAtt's signal);
 //! - [`timing`]: word-level timestamps from cross-attention (DTW) and their segment bookkeeping.
 
+pub mod attention;
 pub mod quality;
 pub mod rules;
 pub mod search;

@@ -24,6 +24,17 @@ pub trait TokenScorer {
     fn feed(&mut self, tokens: &[u32], n: usize, logits: &mut Vec<f32>) -> Result<()>;
     /// New row `i` continues old row `source[i]`; `source` may repeat rows or change the row count.
     fn reorder(&mut self, source: &[usize]) -> Result<()>;
+    /// One row only: feed `tokens` and write the logits after each of the last `rows` of them
+    /// (`rows × n_vocab`), for draft verification. `Ok(false)`: not supported (nothing fed).
+    fn feed_rows(&mut self, tokens: &[u32], rows: usize, logits: &mut Vec<f32>) -> Result<bool> {
+        let _ = (tokens, rows, logits);
+        Ok(false)
+    }
+    /// Forget all but the first `len` tokens fed since the last reset (a rejected draft).
+    fn rewind(&mut self, len: usize) -> Result<()> {
+        let _ = len;
+        Err(Error::config("draft", "this scorer cannot rewind"))
+    }
 }
 
 /// How to search, chosen once per transcription.
@@ -68,6 +79,16 @@ pub struct DecodeTask<'a> {
     pub prompt: &'a [u32],
     /// Index of <|startoftranscript|> in `prompt` (its logits give the no-speech probability).
     pub sot_index: usize,
+    /// Tokens the output must start with (live decoding: the words already committed). They
+    /// are fed with the prompt in one call, count as sampled for the filters and the
+    /// repetition guard, and lead [`Hypothesis::tokens`] with log-probability 0.
+    pub forced: &'a [u32],
+    /// Greedy decoding only: tokens expected after the forced ones (the previous hypothesis).
+    /// They are checked in the same decoder call as the prompt (speculative verification, as
+    /// Moonshine's `decode_full`): the longest prefix the model would have chosen itself is
+    /// taken at once, and decoding goes on step by step from the first disagreement. The
+    /// output is the plain greedy output; the draft only saves decoder calls.
+    pub draft: &'a [u32],
     pub filters: &'a LogitFilters,
     /// Most tokens to sample (context room and rate cap already applied).
     pub max_tokens: usize,
@@ -97,7 +118,8 @@ pub struct Hypothesis {
     pub repetitive: bool,
 }
 
-/// Feed the prompt; return the logits for the first sample (1 row) and the no-speech probability.
+/// Feed the prompt and the forced tokens; return the logits for the first sample (1 row) and
+/// the no-speech probability.
 fn prefill(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<(Vec<f32>, f32)> {
     let prompt = task.prompt;
     if task.sot_index >= prompt.len() {
@@ -112,8 +134,9 @@ fn prefill(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<(Vec<f32>,
         log_softmax_in_place(&mut row);
         row.get(task.no_speech as usize).map_or(0.0, |lp| lp.exp())
     };
-    if !tail.is_empty() {
-        scorer.feed(tail, tail.len(), &mut logits)?;
+    if !tail.is_empty() || !task.forced.is_empty() {
+        let rest: Vec<u32> = tail.iter().chain(task.forced).copied().collect();
+        scorer.feed(&rest, rest.len(), &mut logits)?;
     }
     Ok((logits, no_speech_prob))
 }
@@ -128,6 +151,10 @@ pub fn decode(scorer: &mut dyn TokenScorer, task: &DecodeTask, strategy: DecodeS
         } if task.temperature == 0.0 && beam_size > 1 => beam_search(scorer, task, beam_size, patience),
         DecodeStrategy::Greedy { best_of } if task.temperature > 0.0 => sample(scorer, task, best_of),
         DecodeStrategy::Beam { best_of, .. } if task.temperature > 0.0 => sample(scorer, task, best_of),
+        _ if !task.draft.is_empty() => match greedy_with_draft(scorer, task)? {
+            Some(h) => Ok(h),
+            None => sample(scorer, task, 1),
+        },
         _ => sample(scorer, task, 1),
     }
 }
@@ -197,8 +224,8 @@ fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Resul
         scorer.reorder(&vec![0; rows])?;
     }
     let mut rng = SmallRng::seed_from_u64(task.seed);
-    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); rows];
-    let mut token_lp: Vec<Vec<f32>> = vec![Vec::new(); rows];
+    let mut tokens: Vec<Vec<u32>> = vec![task.forced.to_vec(); rows];
+    let mut token_lp: Vec<Vec<f32>> = vec![vec![0.0; task.forced.len()]; rows];
     let mut sum_lp = vec![0f64; rows];
     let mut done = vec![false; rows];
     let mut repetitive = vec![false; rows];
@@ -248,6 +275,107 @@ fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Resul
         })
         .collect();
     Ok(finish(candidates, task, no_speech_prob))
+}
+
+/// Greedy decoding that verifies `task.draft` in the prefill call (see [`DecodeTask::draft`]).
+/// `None` when the scorer cannot verify (nothing was fed; the caller decodes plainly).
+fn greedy_with_draft(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<Option<Hypothesis>> {
+    let v = scorer.n_vocab();
+    let prompt = task.prompt;
+    if task.sot_index >= prompt.len() {
+        return Err(Error::config("prompt", "the prompt has no <|startoftranscript|>"));
+    }
+    let (head, tail) = prompt.split_at(task.sot_index + 1);
+    let rest: Vec<u32> = tail.iter().chain(task.forced).copied().collect();
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    scorer.reset(1)?;
+    let mut logits = Vec::new();
+    scorer.feed(head, head.len(), &mut logits)?;
+    let no_speech_prob = {
+        let mut row = logits.clone();
+        log_softmax_in_place(&mut row);
+        row.get(task.no_speech as usize).map_or(0.0, |lp| lp.exp())
+    };
+    // Draft tokens beyond the budget would never be sampled: do not verify them.
+    let draft = &task.draft[..task.draft.len().min(task.max_tokens.saturating_sub(1))];
+    let fed: Vec<u32> = rest.iter().chain(draft).copied().collect();
+    let rows = draft.len() + 1;
+    if !scorer.feed_rows(&fed, rows, &mut logits)? {
+        return Ok(None);
+    }
+    let base = head.len() + rest.len();
+    let mut tokens = task.forced.to_vec();
+    let mut token_lp = vec![0.0f32; task.forced.len()];
+    let mut sum_lp = 0f64;
+    let mut repetitive = false;
+    let mut done = false;
+    let mut row_logits = vec![0f32; v];
+    // Row i follows draft[..i]: accept draft[i] while the model picks it.
+    let mut next = task.eot;
+    let mut steps = 0;
+    for i in 0..rows {
+        row_logits.copy_from_slice(&logits[i * v..(i + 1) * v]);
+        task.filters.apply(&mut row_logits, &tokens);
+        let token = argmax(&row_logits);
+        log_softmax_in_place(&mut row_logits);
+        let lp = row_logits[token as usize];
+        sum_lp += f64::from(lp);
+        steps += 1;
+        if token == task.eot {
+            done = true;
+            break;
+        }
+        tokens.push(token);
+        token_lp.push(lp);
+        if repeated_tail(&tokens).is_some() {
+            repetitive = true;
+            done = true;
+            break;
+        }
+        if i < draft.len() && token == draft[i] {
+            continue;
+        }
+        // The model disagrees with the draft here (or the draft is used up): drop the rest of
+        // the draft from the cache and go on step by step from the model's own token.
+        if i < draft.len() {
+            scorer.rewind(base + i)?;
+        }
+        next = token;
+        break;
+    }
+    if !done && steps < task.max_tokens {
+        scorer.feed(&[next], 1, &mut logits)?;
+        for step in steps..task.max_tokens {
+            let row = &mut logits[..v];
+            task.filters.apply(row, &tokens);
+            let token = argmax(row);
+            log_softmax_in_place(row);
+            let lp = row[token as usize];
+            sum_lp += f64::from(lp);
+            if token == task.eot {
+                break;
+            }
+            tokens.push(token);
+            token_lp.push(lp);
+            if repeated_tail(&tokens).is_some() {
+                repetitive = true;
+                break;
+            }
+            if step + 1 == task.max_tokens {
+                break;
+            }
+            scorer.feed(&[token], 1, &mut logits)?;
+        }
+    }
+    let candidate = Candidate {
+        tokens,
+        logprobs: token_lp,
+        sum_logprob: sum_lp,
+        repetitive,
+    };
+    Ok(Some(finish(vec![candidate], task, no_speech_prob)))
 }
 
 fn argmax(row: &[f32]) -> u32 {
@@ -300,8 +428,8 @@ fn beam_search(scorer: &mut dyn TokenScorer, task: &DecodeTask, beam_size: usize
     let (first, no_speech_prob) = prefill(scorer, task)?;
     // One live row after the prefill; it fans out after the first step.
     let mut beams: Vec<Candidate> = vec![Candidate {
-        tokens: Vec::new(),
-        logprobs: Vec::new(),
+        tokens: task.forced.to_vec(),
+        logprobs: vec![0.0; task.forced.len()],
         sum_logprob: 0.0,
         repetitive: false,
     }];
@@ -445,6 +573,27 @@ pub(crate) mod tests {
             self.rows = source.iter().map(|&s| self.rows[s].clone()).collect();
             Ok(())
         }
+        fn feed_rows(&mut self, tokens: &[u32], rows: usize, logits: &mut Vec<f32>) -> Result<bool> {
+            self.feeds += 1;
+            logits.clear();
+            let row = &mut self.rows[0];
+            let first = tokens.len() - rows;
+            for (i, &t) in tokens.iter().enumerate() {
+                row.push(t);
+                if i >= first {
+                    let mut l = vec![-20.0; V];
+                    for (t, x) in (self.script)(row) {
+                        l[t as usize] = x;
+                    }
+                    logits.extend_from_slice(&l);
+                }
+            }
+            Ok(true)
+        }
+        fn rewind(&mut self, len: usize) -> Result<()> {
+            self.rows[0].truncate(len);
+            Ok(())
+        }
     }
 
     pub(crate) fn scripted<F: Fn(&[u32]) -> Vec<(u32, f32)>>(script: F) -> Scripted<F> {
@@ -463,6 +612,8 @@ pub(crate) mod tests {
         DecodeTask {
             prompt,
             sot_index: prompt.iter().position(|&t| t == SOT).unwrap(),
+            forced: &[],
+            draft: &[],
             filters,
             max_tokens: 50,
             temperature: 0.0,
@@ -589,6 +740,74 @@ pub(crate) mod tests {
         let b = decode(&mut scripted(script), &t, DecodeStrategy::Greedy { best_of: 3 }).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.temperature, 1.0);
+    }
+
+    #[test]
+    fn forced_tokens_lead_the_output_and_are_fed_in_one_call() {
+        // " And so my fellow": the decoder continues after the forced " And so".
+        let mut s = scripted(|h: &[u32]| match h.get(2..).unwrap_or(&[]) {
+            [843, 523] => vec![(616, 5.0)],
+            [843, 523, 616] => vec![(5891, 5.0)],
+            [_, _, _, _] => vec![(EOT, 5.0)],
+            _ => vec![(999, 5.0)],
+        });
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let mut t = task(&prompt, &filters);
+        t.forced = &[843, 523];
+        let h = decode(&mut s, &t, DecodeStrategy::Greedy { best_of: 1 }).unwrap();
+        assert_eq!(h.tokens, vec![843, 523, 616, 5891]);
+        assert_eq!(&h.token_logprobs[..2], &[0.0, 0.0]);
+        // SOT alone (no-speech), then <|notimestamps|> + forced in one call, then 2 steps.
+        assert_eq!(s.feeds, 4);
+    }
+
+    /// " And so my fellow Americans" then end-of-text, after <|sot|> <|notimestamps|>.
+    fn jfk_script(h: &[u32]) -> Vec<(u32, f32)> {
+        match h.get(2..).unwrap_or(&[]) {
+            [] => vec![(843, 5.0)],
+            [843] => vec![(523, 5.0)],
+            [843, 523] => vec![(616, 5.0)],
+            [843, 523, 616] => vec![(5891, 5.0)],
+            [843, 523, 616, 5891] => vec![(3399, 5.0)],
+            _ => vec![(EOT, 5.0)],
+        }
+    }
+
+    #[test]
+    fn a_right_draft_is_verified_in_one_call_and_changes_nothing() {
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let plain = decode(
+            &mut scripted(jfk_script),
+            &task(&prompt, &filters),
+            DecodeStrategy::Greedy { best_of: 1 },
+        )
+        .unwrap();
+        let mut s = scripted(jfk_script);
+        let mut t = task(&prompt, &filters);
+        t.forced = &[843];
+        t.draft = &[523, 616, 5891, 3399];
+        let h = decode(&mut s, &t, DecodeStrategy::Greedy { best_of: 1 }).unwrap();
+        assert_eq!(h.tokens, plain.tokens);
+        // <|sot|>, then <|notimestamps|> + forced + the whole draft in one call: end-of-text
+        // follows the last draft token, so nothing else is fed.
+        assert_eq!(s.feeds, 2);
+    }
+
+    #[test]
+    fn a_wrong_draft_is_cut_where_the_model_disagrees() {
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let mut s = scripted(jfk_script);
+        let mut t = task(&prompt, &filters);
+        // " And so my fellow men": the model says " Americans" after " fellow".
+        t.draft = &[843, 523, 616, 5891, 1450, 13];
+        let h = decode(&mut s, &t, DecodeStrategy::Greedy { best_of: 1 }).unwrap();
+        assert_eq!(h.tokens, vec![843, 523, 616, 5891, 3399]);
+        // sot; prompt + draft; then " Americans" fed after the rewind; end-of-text.
+        assert_eq!(s.feeds, 3);
+        assert_eq!(s.rows[0], vec![SOT, NOTS, 843, 523, 616, 5891, 3399]);
     }
 
     #[test]

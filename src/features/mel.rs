@@ -127,25 +127,12 @@ impl LogMel {
         padded.extend((0..pad).map(|i| samples[reflect((n + i) as isize, n)]));
 
         // Buffers reused across frames: no allocation inside the loop.
-        let mut frame = self.fft.make_input_vec();
-        let mut spectrum = self.fft.make_output_vec();
-        let mut scratch = self.fft.make_scratch_vec();
-        let mut power = vec![0.0f32; N_FREQS];
-
+        let mut scratch = self.scratch();
+        let mut column = vec![0.0f32; self.n_mels];
         for (t, chunk) in padded.windows(N_FFT).step_by(HOP_LENGTH).take(n_frames).enumerate() {
-            for ((dst, &x), &w) in frame.iter_mut().zip(chunk).zip(&self.window) {
-                *dst = x * w;
-            }
-            self.fft
-                .process_with_scratch(&mut frame, &mut spectrum, &mut scratch)
-                .expect("FFT buffers come from the plan itself, so their lengths match");
-            for (p, c) in power.iter_mut().zip(&spectrum) {
-                *p = c.norm_sqr();
-            }
-            for (m, filter) in self.filters.iter().enumerate() {
-                let bins = power.iter().skip(filter.first_bin);
-                let energy: f32 = filter.weights.iter().zip(bins).map(|(w, p)| w * p).sum();
-                data[m * n_frames + t] = energy.max(POWER_FLOOR).log10();
+            self.frame_into(chunk, &mut scratch, &mut column);
+            for (m, &x) in column.iter().enumerate() {
+                data[m * n_frames + t] = x;
             }
         }
         Mel {
@@ -154,6 +141,53 @@ impl LogMel {
             data,
         }
     }
+}
+
+impl LogMel {
+    /// Buffers for [`LogMel::frame_into`], made once per caller.
+    pub fn scratch(&self) -> FrameScratch {
+        FrameScratch {
+            frame: self.fft.make_input_vec(),
+            spectrum: self.fft.make_output_vec(),
+            fft: self.fft.make_scratch_vec(),
+            power: vec![0.0f32; N_FREQS],
+        }
+    }
+
+    /// One frame: `chunk` is the [`N_FFT`] samples centred on the frame (already reflect-padded
+    /// at the clip's edges); `out` (`n_mels` long) gets its floored `log10` Mel power, not
+    /// normalised. The batch spectrogram and the streaming front end both call this, so a
+    /// frame is the same number whichever way it was computed.
+    pub fn frame_into(&self, chunk: &[f32], scratch: &mut FrameScratch, out: &mut [f32]) {
+        for ((dst, &x), &w) in scratch.frame.iter_mut().zip(chunk).zip(&self.window) {
+            *dst = x * w;
+        }
+        // The buffers come from the plan itself, so the lengths always match and the FFT
+        // cannot fail; a failure would leave the power at its last value, never panic.
+        if self
+            .fft
+            .process_with_scratch(&mut scratch.frame, &mut scratch.spectrum, &mut scratch.fft)
+            .is_err()
+        {
+            tracing::error!("FFT buffer length mismatch (internal bug)");
+        }
+        for (p, c) in scratch.power.iter_mut().zip(&scratch.spectrum) {
+            *p = c.norm_sqr();
+        }
+        for (filter, dst) in self.filters.iter().zip(out.iter_mut()) {
+            let bins = scratch.power.iter().skip(filter.first_bin);
+            let energy: f32 = filter.weights.iter().zip(bins).map(|(w, p)| w * p).sum();
+            *dst = energy.max(POWER_FLOOR).log10();
+        }
+    }
+}
+
+/// Reusable FFT buffers of one thread ([`LogMel::scratch`]).
+pub struct FrameScratch {
+    frame: Vec<f32>,
+    spectrum: Vec<realfft::num_complex::Complex<f32>>,
+    fft: Vec<realfft::num_complex::Complex<f32>>,
+    power: Vec<f32>,
 }
 
 /// Index into a signal of length `n` (> 0) for any position, mirrored about the end

@@ -6,8 +6,10 @@
 //! whole file and streaming over one window. See [`mel`] for the numeric details.
 
 pub mod mel;
+pub mod stream;
 
 pub use mel::{HOP_LENGTH, LOG10_FLOOR, LogMel, Mel, N_FFT, N_FREQS, normalize_whisper};
+pub use stream::MelStream;
 
 /// Errors from building the front end.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,10 @@
 //! |---|---|---|
 //! | in `tokens` | i64 | `[N, n]` |
 //! | in `offset` | i64 | `[1]`: tokens already in the cache |
+//! | in `n_logits` | i64 | `[1]`: logits wanted for the last `n_logits` fed positions (optional: older exports lack it and give 1) |
 //! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, C, dh]`, `C ≥ offset` (only `[:offset]` is read) |
 //! | in `cross_k_{i}`, `cross_v_{i}` | f32 | `[1 or N, H, T/2, dh]`: one row is shared by all `N` |
-//! | out `logits` | f32 | `[N, 1, n_vocab]`: after the last token |
+//! | out `logits` | f32 | `[N, n_logits, n_vocab]`: after each of the last `n_logits` tokens |
 //! | out `present_k_{i}`, `present_v_{i}` | f32 | `[N, H, offset + n, dh]` |
 //! | out `cross_qk` | f32 | `[N, n, n_alignment_heads, T/2]`: pre-softmax scores of the alignment heads |
 //!
@@ -87,6 +88,8 @@ pub struct Decoder {
     /// `Some(C)`: the cache input is always `C` positions (sherpa-onnx).
     fixed_cache: Option<usize>,
     has_cross_qk: bool,
+    /// The graph takes `n_logits` (logits of several positions: draft verification).
+    has_n_logits: bool,
     past_names: Vec<String>,
     present_names: Vec<String>,
     cross_names: Vec<String>,
@@ -157,6 +160,10 @@ impl Decoder {
             check_outlet(path, session.inputs(), name, Float32, 4)?;
         }
         let has_cross_qk = session.outputs().iter().any(|o| o.name() == "cross_qk");
+        let has_n_logits = session.inputs().iter().any(|o| o.name() == "n_logits");
+        if has_n_logits {
+            check_outlet(path, session.inputs(), "n_logits", Int64, 1)?;
+        }
         if has_cross_qk {
             check_outlet(path, session.outputs(), "cross_qk", Float32, 4)?;
         }
@@ -171,6 +178,7 @@ impl Decoder {
             n_text_ctx: spec.n_text_ctx,
             fixed_cache,
             has_cross_qk,
+            has_n_logits,
             past_names,
             present_names,
             cross_names,
@@ -190,6 +198,24 @@ impl Decoder {
     /// Whether this graph reports alignment-head attention (word timestamps).
     pub fn has_cross_qk(&self) -> bool {
         self.has_cross_qk
+    }
+
+    /// Whether several positions' logits come out of one call ([`Decoder::forward_rows`]).
+    pub fn verifies_drafts(&self) -> bool {
+        self.has_n_logits
+    }
+
+    /// Forget all but the first `len` positions of `cache` (a rejected draft): the graphs read
+    /// only `[:offset]` of the cache, so this is bookkeeping, not a copy.
+    pub fn rewind(&self, cache: &mut KvCache, len: usize) -> Result<()> {
+        if len > cache.len {
+            return Err(Error::config(
+                "tokens",
+                format!("cannot rewind {} positions to {len}", cache.len),
+            ));
+        }
+        cache.len = len;
+        Ok(())
     }
 
     /// Whether one row of cross K/V serves any number of hypotheses (else it must be tiled).
@@ -236,6 +262,26 @@ impl Decoder {
         cross: &CrossKv,
         want_qk: bool,
     ) -> Result<(Vec<f32>, Option<CrossQk>)> {
+        self.forward_rows(tokens, n, cache, cross, want_qk, 1)
+    }
+
+    /// [`Decoder::forward`] returning the logits after each of the last `n_logits` fed tokens
+    /// (`batch × n_logits × n_vocab`); `n_logits > 1` needs [`Decoder::verifies_drafts`].
+    pub fn forward_rows(
+        &mut self,
+        tokens: &[u32],
+        n: usize,
+        cache: &mut KvCache,
+        cross: &CrossKv,
+        want_qk: bool,
+        n_logits: usize,
+    ) -> Result<(Vec<f32>, Option<CrossQk>)> {
+        if n_logits == 0 || n_logits > n || (n_logits > 1 && !self.has_n_logits) {
+            return Err(Error::config(
+                "tokens",
+                format!("{n_logits} logits rows for {n} tokens (draft verification needs an n_logits input)"),
+            ));
+        }
         let batch = cache.batch;
         let cross_ok = cross.batch == batch || (cross.batch == 1 && self.broadcasts_cross());
         if n == 0 || tokens.len() != batch * n || !cross_ok {
@@ -271,11 +317,11 @@ impl Decoder {
             let mut last = Vec::new();
             for i in 0..n {
                 let column: Vec<u32> = (0..batch).map(|b| tokens[b * n + i]).collect();
-                last = self.run(&column, 1, cache, cross, false)?.0;
+                last = self.run(&column, 1, cache, cross, false, 1)?.0;
             }
             return Ok((last, None));
         }
-        self.run(tokens, n, cache, cross, want_qk)
+        self.run(tokens, n, cache, cross, want_qk, n_logits)
     }
 
     fn run(
@@ -285,10 +331,12 @@ impl Decoder {
         cache: &mut KvCache,
         cross: &CrossKv,
         want_qk: bool,
+        n_logits: usize,
     ) -> Result<(Vec<f32>, Option<CrossQk>)> {
         let batch = cache.batch;
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let offset = [cache.len as i64];
+        let wanted = [n_logits as i64];
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(2 + cache.values.len() + cross.values.len());
         inputs.push((
@@ -303,6 +351,14 @@ impl Decoder {
                 .map_err(Error::ort("creating the offset tensor"))?
                 .into(),
         ));
+        if self.has_n_logits {
+            inputs.push((
+                "n_logits".into(),
+                TensorRef::from_array_view(([1usize], &wanted[..]))
+                    .map_err(Error::ort("creating the n_logits tensor"))?
+                    .into(),
+            ));
+        }
         for (name, value) in self.past_names.iter().zip(&cache.values) {
             inputs.push((name.as_str().into(), value.into()));
         }
@@ -324,17 +380,21 @@ impl Decoder {
                 .try_extract_tensor::<f32>()
                 .map_err(Error::ort("reading logits"))?;
             let positions = shape.get(1).copied().unwrap_or(0) as usize;
-            if shape.len() != 3 || shape[0] as usize != batch || positions == 0 || shape[2] as usize != self.n_vocab {
+            if shape.len() != 3
+                || shape[0] as usize != batch
+                || positions < n_logits
+                || shape[2] as usize != self.n_vocab
+            {
                 return Err(Error::Contract {
                     path: self.path.clone(),
                     tensor: "logits".into(),
                     problem: format!("shape {:?} for {batch} rows of {n} tokens", &shape[..]),
                 });
             }
-            let mut rows = Vec::with_capacity(batch * self.n_vocab);
+            let mut rows = Vec::with_capacity(batch * n_logits * self.n_vocab);
             for b in 0..batch {
-                let start = (b * positions + positions - 1) * self.n_vocab;
-                rows.extend_from_slice(&data[start..start + self.n_vocab]);
+                let start = (b * positions + positions - n_logits) * self.n_vocab;
+                rows.extend_from_slice(&data[start..start + n_logits * self.n_vocab]);
             }
             rows
         };

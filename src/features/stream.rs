@@ -1,0 +1,325 @@
+//! The streaming log-mel front end: 16 kHz samples arrive in chunks of any size, and each
+//! frame is computed once, as soon as the samples it covers exist.
+//!
+//! In: mono f32 samples at 16 kHz, pushed in order. Out: raw (un-normalised) `log10` Mel
+//! frames, frame-major (`[frame][mel]`), indexed on the stream's clock (frame `t` is centred on
+//! sample `t × 160`), and windows copied out of them with Whisper's normalisation applied
+//! over the window ([`MelStream::window`]).
+//!
+//! The frames are bit-identical to [`LogMel::log10_mel`] over the same samples (the same
+//! [`LogMel::frame_into`] computes both): frame `t` needs samples up to `t × 160 + 199`
+//! (the STFT is centred), the first frames reflect the clip's start as `torch.stft` does, and
+//! [`MelStream::finish`] computes the last ones reflecting its end. Old frames and samples are
+//! dropped with [`MelStream::discard_before`], so memory follows the caller's window, not the
+//! stream's length.
+
+use super::mel::{FrameScratch, HOP_LENGTH, LogMel, N_FFT, mel_centres_hz};
+
+/// Incremental log-mel over one stream (see the module doc).
+pub struct MelStream {
+    log_mel: LogMel,
+    scratch: FrameScratch,
+    /// Samples from `samples_start` on (what frames not yet computed may still read).
+    samples: Vec<f32>,
+    samples_start: u64,
+    samples_seen: u64,
+    /// Raw frames `frames_start..next_frame`, `[frame][mel]`.
+    frames: Vec<f32>,
+    frames_start: u64,
+    next_frame: u64,
+    finished: bool,
+    chunk: Vec<f32>,
+    column: Vec<f32>,
+}
+
+impl std::fmt::Debug for MelStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MelStream")
+            .field("samples_seen", &self.samples_seen)
+            .field("frames", &(self.frames_start..self.next_frame))
+            .finish_non_exhaustive()
+    }
+}
+
+impl MelStream {
+    pub fn new(log_mel: LogMel) -> MelStream {
+        let n_mels = log_mel.n_mels();
+        MelStream {
+            scratch: log_mel.scratch(),
+            log_mel,
+            samples: Vec::new(),
+            samples_start: 0,
+            samples_seen: 0,
+            frames: Vec::new(),
+            frames_start: 0,
+            next_frame: 0,
+            finished: false,
+            chunk: vec![0.0; N_FFT],
+            column: vec![0.0; n_mels],
+        }
+    }
+
+    /// Mel bins per frame.
+    pub fn n_mels(&self) -> usize {
+        self.log_mel.n_mels()
+    }
+
+    /// Samples pushed so far.
+    pub fn samples_seen(&self) -> u64 {
+        self.samples_seen
+    }
+
+    /// One past the last computed frame.
+    pub fn frames_end(&self) -> u64 {
+        self.next_frame
+    }
+
+    /// The oldest frame still held.
+    pub fn frames_start(&self) -> u64 {
+        self.frames_start
+    }
+
+    /// Append samples and compute every frame they complete; returns how many.
+    pub fn push(&mut self, samples: &[f32]) -> usize {
+        if self.finished {
+            return 0;
+        }
+        self.samples.extend_from_slice(samples);
+        self.samples_seen += samples.len() as u64;
+        let before = self.next_frame;
+        let half = (N_FFT / 2) as u64;
+        // Frame t reads samples t·160 − 200 ..= t·160 + 199 (reflected below 0).
+        while self.next_frame * HOP_LENGTH as u64 + half <= self.samples_seen {
+            self.compute_frame(None);
+        }
+        self.trim_samples();
+        (self.next_frame - before) as usize
+    }
+
+    /// End of input: compute the frames that reach past the last sample (reflecting the end,
+    /// as the batch spectrogram does). `n` samples give `n / 160` frames in all.
+    pub fn finish(&mut self) -> usize {
+        if self.finished {
+            return 0;
+        }
+        self.finished = true;
+        let before = self.next_frame;
+        let total = self.samples_seen / HOP_LENGTH as u64;
+        while self.next_frame < total {
+            self.compute_frame(Some(self.samples_seen));
+        }
+        (self.next_frame - before) as usize
+    }
+
+    fn compute_frame(&mut self, clip_len: Option<u64>) {
+        let t = self.next_frame;
+        let first = (t * HOP_LENGTH as u64) as i64 - (N_FFT / 2) as i64;
+        let start = first - self.samples_start as i64;
+        let contiguous = first >= 0 && clip_len.is_none_or(|n| first as u64 + N_FFT as u64 <= n);
+        match (contiguous, usize::try_from(start)) {
+            (true, Ok(s)) if s + N_FFT <= self.samples.len() => {
+                self.chunk.copy_from_slice(&self.samples[s..s + N_FFT]);
+            }
+            _ => {
+                // An edge frame: reflect about the clip's first (and, at the end, last) sample.
+                let n = clip_len.unwrap_or(u64::MAX / 4) as usize;
+                for (i, dst) in self.chunk.iter_mut().enumerate() {
+                    let index = reflect(first + i as i64, n) as u64;
+                    *dst = index
+                        .checked_sub(self.samples_start)
+                        .and_then(|j| self.samples.get(j as usize))
+                        .copied()
+                        .unwrap_or(0.0);
+                }
+            }
+        }
+        self.log_mel
+            .frame_into(&self.chunk, &mut self.scratch, &mut self.column);
+        self.frames.extend_from_slice(&self.column);
+        self.next_frame += 1;
+    }
+
+    /// Keep only the samples a frame not yet computed can read.
+    fn trim_samples(&mut self) {
+        // The left edge reflects up to sample 200, so keep everything until frame 2.
+        let keep_from = (self.next_frame * HOP_LENGTH as u64).saturating_sub(N_FFT as u64);
+        if keep_from > self.samples_start + 16_000 {
+            let drop = (keep_from - self.samples_start) as usize;
+            self.samples.drain(..drop.min(self.samples.len()));
+            self.samples_start += drop as u64;
+        }
+    }
+
+    /// Forget frames before `frame` (they will not be asked for again).
+    pub fn discard_before(&mut self, frame: u64) {
+        let frame = frame.min(self.next_frame);
+        if frame > self.frames_start {
+            let n = (frame - self.frames_start) as usize * self.n_mels();
+            self.frames.drain(..n.min(self.frames.len()));
+            self.frames_start = frame;
+        }
+    }
+
+    /// Raw frame `t`, if held.
+    pub fn frame(&self, t: u64) -> Option<&[f32]> {
+        let i = t.checked_sub(self.frames_start)? as usize;
+        let m = self.n_mels();
+        self.frames.get(i * m..(i + 1) * m)
+    }
+
+    /// The held frames of `start..start + len` (clamped to what is held), `[frame][mel]`.
+    fn frames_of(&self, start: u64, len: usize) -> &[f32] {
+        let m = self.n_mels();
+        let from = start
+            .saturating_sub(self.frames_start)
+            .min(self.next_frame - self.frames_start) as usize;
+        let to = (start + len as u64)
+            .saturating_sub(self.frames_start)
+            .min(self.next_frame - self.frames_start) as usize;
+        self.frames.get(from * m..to.max(from) * m).unwrap_or_default()
+    }
+
+    /// A window for the encoder: frames `start..start + content` normalised as Whisper does
+    /// over this window (clamp to its max − 8, then `(x + 4) / 4`), followed by padding up to
+    /// `len` frames at the clamp floor (what Whisper's zero-sample padding becomes). Out:
+    /// `[n_mels][len]` row-major, the encoder's layout. `content` is clamped to the held frames.
+    pub fn window(&self, start: u64, content: usize, len: usize) -> Vec<f32> {
+        let m = self.n_mels();
+        let frames = self.frames_of(start, content.min(len));
+        let content = frames.len() / m;
+        let max = frames.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let floor = if max.is_finite() { max - 8.0 } else { super::LOG10_FLOOR };
+        let pad = (floor + 4.0) / 4.0;
+        let mut out = vec![pad; m * len];
+        for (t, column) in frames.chunks_exact(m).enumerate() {
+            for (bin, &x) in column.iter().enumerate() {
+                out[bin * len + t] = (x.max(floor) + 4.0) / 4.0;
+            }
+        }
+        debug_assert!(content <= len);
+        out
+    }
+
+    /// Loudness of the loudest frame in `start..start + len` over the bins centred in
+    /// `lo_hz..=hi_hz`: log10 of their summed Mel power, read from the raw frames (the same
+    /// measure as [`super::Mel::band_peak_log10`]). −∞ when no frame is held there.
+    pub fn band_peak_log10(&self, start: u64, len: usize, lo_hz: f64, hi_hz: f64) -> f32 {
+        let m = self.n_mels();
+        let bins: Vec<usize> = mel_centres_hz(m)
+            .iter()
+            .enumerate()
+            .filter(|(_, hz)| (lo_hz..=hi_hz).contains(*hz))
+            .map(|(i, _)| i)
+            .collect();
+        self.frames_of(start, len)
+            .chunks_exact(m)
+            .map(|column| {
+                let power: f32 = bins.iter().filter_map(|&b| column.get(b)).map(|&x| 10f32.powf(x)).sum();
+                power.log10()
+            })
+            .fold(f32::NEG_INFINITY, f32::max)
+    }
+}
+
+/// numpy's `reflect` index for a signal of length `n` (see `mel::reflect`), in i64.
+fn reflect(i: i64, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let period = 2 * (n as i64 - 1);
+    let m = i.rem_euclid(period);
+    (if m >= n as i64 { period - m } else { m }) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn speechlike(n: usize) -> Vec<f32> {
+        // A deterministic chirp with an envelope: non-trivial spectra in every frame.
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / 16_000.0;
+                (0.3 + 0.2 * (t * 3.0).sin()) * (2.0 * std::f32::consts::PI * (200.0 + 900.0 * t) * t).sin()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_equal_the_batch_spectrogram_for_any_chunking() {
+        let log_mel = LogMel::new(80).unwrap();
+        for n in [16_000 * 3 + 77, 1_000, 161, 450] {
+            let samples = speechlike(n);
+            let batch = log_mel.log10_mel(&samples);
+            for chunk in [1usize, 37, 160, 512, 4_000] {
+                let mut stream = MelStream::new(log_mel.clone());
+                for piece in samples.chunks(chunk) {
+                    stream.push(piece);
+                }
+                stream.finish();
+                assert_eq!(stream.frames_end() as usize, batch.n_frames(), "n {n} chunk {chunk}");
+                for t in 0..batch.n_frames() {
+                    let frame = stream.frame(t as u64).unwrap();
+                    for (m, &x) in frame.iter().enumerate() {
+                        assert_eq!(x, batch.get(m, t).unwrap(), "n {n} chunk {chunk} frame {t} bin {m}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn frames_appear_as_soon_as_their_samples_exist() {
+        let mut stream = MelStream::new(LogMel::new(80).unwrap());
+        assert_eq!(stream.push(&speechlike(199)), 0);
+        assert_eq!(stream.push(&[0.0]), 1, "frame 0 needs samples 0..=199");
+        assert_eq!(stream.push(&speechlike(160)), 1);
+        assert_eq!(stream.frames_end(), 2);
+    }
+
+    #[test]
+    fn window_normalises_over_itself_and_pads_at_the_floor() {
+        let log_mel = LogMel::new(80).unwrap();
+        let samples = speechlike(16_000);
+        let mut stream = MelStream::new(log_mel.clone());
+        stream.push(&samples);
+        stream.finish();
+        let mut batch = log_mel.log10_mel(&samples);
+        batch.normalize_whisper();
+        let w = stream.window(0, 100, 120);
+        assert_eq!(w.len(), 80 * 120);
+        for m in [0, 40, 79] {
+            for t in 0..100 {
+                assert!((w[m * 120 + t] - batch.get(m, t).unwrap()).abs() < 1e-6);
+            }
+        }
+        let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            (w[5 * 120 + 110] - (max - 2.0)).abs() < 1e-5,
+            "padding is the clamp floor"
+        );
+    }
+
+    #[test]
+    fn discarding_keeps_memory_bounded_and_indices_absolute() {
+        let mut stream = MelStream::new(LogMel::new(80).unwrap());
+        let chunk = speechlike(1_600);
+        for i in 0..600 {
+            stream.push(&chunk);
+            stream.discard_before(stream.frames_end().saturating_sub(300));
+            assert!(stream.frames.len() <= 310 * 80, "step {i}");
+            assert!(
+                stream.samples.len() <= 16_000 + 2_000,
+                "step {i}: {}",
+                stream.samples.len()
+            );
+        }
+        assert!(stream.frame(stream.frames_end() - 1).is_some());
+        assert!(stream.frame(0).is_none());
+        assert!(
+            stream
+                .band_peak_log10(stream.frames_end() - 100, 100, 200.0, 4000.0)
+                .is_finite()
+        );
+    }
+}

@@ -1,0 +1,1140 @@
+//! A live stream: samples pushed in, [`StreamEvent`]s out, on a coordinator thread of its own.
+//!
+//! ```text
+//! push / AudioSender ─ bounded channel ─▶ coordinator thread (this module; one per stream)
+//!     rubato to 16 kHz → VAD (512-sample windows) → MelStream (raw frames, once each)
+//!     → utterance state + commit policy ── window jobs ─▶ Engine worker (shared, see engine.rs)
+//!  ◀─ bounded channel of TimedEvent (Partial, Final, Stats, Warning, Error) ─┘
+//! ```
+//!
+//! Per-stream state lives in [`Coordinator`] and [`Utterance`] (the analogue of whisper.cpp's
+//! `whisper_state`); the engine holds the weights. The coordinator keeps at most one window job
+//! queued or running: the next partial is built from the newest audio when the previous one
+//! returns, so a slow machine stretches the hop instead of falling behind, and a stale partial
+//! never waits in a queue. Endpoint (final) jobs are never dropped.
+//!
+//! Two pacings ([`Pacing`]): `Live` (a microphone: pushing never blocks, samples that find the
+//! input queue full are dropped, counted and reported as a `Warning`) and `Lockstep` (a file
+//! as fast as possible: pushing blocks, and every job is waited for at a position fixed by the
+//! audio, so the output is deterministic).
+//!
+//! Invariants (asserted by the tests): committed text only grows within an utterance; each
+//! final's text begins with the last committed text; exactly one final per utterance; times
+//! are on the audio clock (seconds from the stream's first sample) and never go back.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+
+use super::commit::{AlignAtt, CommitPolicy, LocalAgreement, PolicyKind, Update};
+use super::config::{Pacing, StreamConfig};
+use super::vad::{SpeechDetector, VAD_WINDOW, VadEvent, VadSegmenter, detector};
+use super::window::{Reuse, WindowJob, WindowOutcome};
+use crate::audio::StreamResampler;
+use crate::decode::quality::SPEECH_BAND_HZ;
+use crate::engine::{Engine, EngineHandle};
+use crate::error::{Error, Result};
+use crate::features::{LogMel, MelStream};
+use crate::model::encoder::MelFrames;
+use crate::transcribe::{Segment, TranscribeOptions, Word};
+
+/// What a stream tells its caller.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// The current utterance so far: `committed` never changes except by growing; `tentative`
+    /// may still change. Times in seconds on the audio clock.
+    Partial {
+        utterance: u64,
+        committed: String,
+        tentative: String,
+        start: f64,
+        end: f64,
+    },
+    /// The utterance is over: its text (beginning with the last committed text) never changes.
+    Final {
+        utterance: u64,
+        text: String,
+        start: f64,
+        end: f64,
+        segments: Vec<Segment>,
+        /// Word times, for models with `cross_qk`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        words: Option<Vec<Word>>,
+        /// Milliseconds from the endpoint decision to this event (queueing and decoding).
+        compute_ms: f64,
+    },
+    /// Running totals.
+    Stats(StreamStats),
+    /// Something the caller should know; the stream goes on.
+    Warning { message: String },
+    /// A job failed; the stream goes on (the utterance keeps what was committed).
+    Error { message: String },
+}
+
+/// Running totals of a stream.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct StreamStats {
+    /// Seconds of audio received (16 kHz clock).
+    pub audio_s: f64,
+    /// Wall seconds since the stream started.
+    pub wall_s: f64,
+    /// Inference seconds / audio seconds (below 1: faster than real time).
+    pub real_time_factor: f64,
+    /// Mean milliseconds per window job (encoder and decoder).
+    pub mean_decode_ms: f64,
+    pub partial_jobs: u64,
+    pub final_jobs: u64,
+    /// Samples dropped because the coordinator fell behind (live pacing only).
+    pub dropped_samples: u64,
+}
+
+/// An event with its emission time.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TimedEvent {
+    /// Milliseconds since the stream started, when the event was emitted (wall clock).
+    pub wall_ms: f64,
+    #[serde(flatten)]
+    pub event: StreamEvent,
+}
+
+enum Input {
+    Audio { samples: Vec<f32>, rate: u32 },
+    Finish,
+}
+
+/// Pushes audio into a stream from any thread (a capture callback): never blocks.
+#[derive(Clone)]
+pub struct AudioSender {
+    tx: Sender<Input>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for AudioSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AudioSender").finish_non_exhaustive()
+    }
+}
+
+impl AudioSender {
+    /// Queue `samples` (mono, `sample_rate` Hz) without blocking; when the queue is full (or
+    /// the stream is over) they are dropped and counted, and `false` is returned.
+    pub fn try_push(&self, samples: &[f32], sample_rate: u32) -> bool {
+        let message = Input::Audio {
+            samples: samples.to_vec(),
+            rate: sample_rate,
+        };
+        match self.tx.try_send(message) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(samples.len() as u64, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+}
+
+/// A live stream on an [`Engine`] (see the module doc).
+pub struct StreamSession<'e> {
+    input: Option<Sender<Input>>,
+    events: Option<Receiver<TimedEvent>>,
+    dropped: Arc<AtomicU64>,
+    pacing: Pacing,
+    coordinator: Option<JoinHandle<()>>,
+    _engine: PhantomData<&'e Engine>,
+}
+
+impl std::fmt::Debug for StreamSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSession")
+            .field("pacing", &self.pacing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stream ids, for logs and the sampler seed.
+static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+impl<'e> StreamSession<'e> {
+    /// Start a stream on `engine`'s worker. Fails when the configuration is invalid or does
+    /// not fit the model, or the VAD model cannot be loaded.
+    pub fn start(engine: &'e Engine, config: StreamConfig) -> Result<StreamSession<'e>> {
+        config.validate()?;
+        let handle = engine.handle()?;
+        let runtime = engine_runtime(engine);
+        let vad = detector(&config.vad, &runtime)?;
+        let coordinator = Coordinator::new(handle, config.clone(), vad)?;
+        let (input_tx, input_rx) = bounded::<Input>(config.input_queue);
+        let (events_tx, events_rx) = bounded::<TimedEvent>(config.event_queue);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let dropped_seen = dropped.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("steno-stream-{}", coordinator.id))
+            .spawn(move || coordinator.run(input_rx, events_tx, dropped_seen))
+            .map_err(|e| Error::Worker(format!("cannot start the stream thread: {e}")))?;
+        Ok(StreamSession {
+            input: Some(input_tx),
+            events: Some(events_rx),
+            dropped,
+            pacing: config.pacing,
+            coordinator: Some(thread),
+            _engine: PhantomData,
+        })
+    }
+
+    /// Push samples (mono, `sample_rate` Hz, f32 in [-1, 1]). `Lockstep` pacing blocks while
+    /// the stream is busy; `Live` never blocks and drops what does not fit (counted, reported).
+    pub fn push(&self, samples: &[f32], sample_rate: u32) -> Result<()> {
+        if !(crate::audio::MIN_SOURCE_RATE..=crate::audio::MAX_SOURCE_RATE).contains(&sample_rate) {
+            return Err(Error::config(
+                "sample_rate",
+                format!("{sample_rate} Hz is not a usable audio rate"),
+            ));
+        }
+        let input = self
+            .input
+            .as_ref()
+            .ok_or_else(|| Error::Worker("the stream is finished".into()))?;
+        match self.pacing {
+            Pacing::Lockstep => input
+                .send(Input::Audio {
+                    samples: samples.to_vec(),
+                    rate: sample_rate,
+                })
+                .map_err(|_| Error::Worker("the stream thread has stopped".into())),
+            Pacing::Live => {
+                self.sender()?.try_push(samples, sample_rate);
+                Ok(())
+            }
+        }
+    }
+
+    /// A non-blocking pusher for another thread (a capture callback).
+    pub fn sender(&self) -> Result<AudioSender> {
+        let tx = self
+            .input
+            .clone()
+            .ok_or_else(|| Error::Worker("the stream is finished".into()))?;
+        Ok(AudioSender {
+            tx,
+            dropped: self.dropped.clone(),
+        })
+    }
+
+    /// End of input: the last words are decoded and emitted as a final, then a `Stats`
+    /// event, then the event channel closes.
+    pub fn finish(&mut self) {
+        if let Some(input) = self.input.take() {
+            // Blocking on purpose: the end of input must not be dropped.
+            let _ = input.send(Input::Finish);
+        }
+    }
+
+    /// The events; the channel closes after the last one.
+    pub fn events(&self) -> &Receiver<TimedEvent> {
+        // Only `Drop` takes it.
+        self.events
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("events are taken only on drop"))
+    }
+}
+
+impl Drop for StreamSession<'_> {
+    fn drop(&mut self) {
+        self.finish();
+        // Nobody reads the events any more: dropping the receiver ends the coordinator's sends.
+        self.events.take();
+        if let Some(thread) = self.coordinator.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn engine_runtime(engine: &Engine) -> crate::runtime::RuntimeConfig {
+    engine.runtime_config().clone()
+}
+
+/// The state of one utterance.
+struct Utterance {
+    /// Event id, given when the utterance first shows text.
+    id: Option<u64>,
+    /// First mel frame (stream clock).
+    start_frame: u64,
+    /// Committed tokens (the forced prefix of every later decode).
+    committed: Vec<u32>,
+    /// Their log-probabilities when they were decoded.
+    committed_logprobs: Vec<f32>,
+    /// The rest of the last hypothesis.
+    tentative: Vec<u32>,
+    /// The commit boundary's audio position: where the decoder looked when predicting the
+    /// first uncommitted token (stream mel frame), for cutting at the maximum length.
+    boundary_frame: Option<u64>,
+    /// Mel frame up to which the last partial decoded.
+    decoded_to: u64,
+    /// What the last Partial event said (to skip repeats).
+    last_sent: (usize, Vec<u32>),
+    /// The last partial's window (start frame, content frames) and its hypothesis for this
+    /// utterance (context tokens removed).
+    last_window: Option<(u64, usize, Vec<u32>)>,
+    /// That hypothesis's token log-probabilities and quality (avg log-prob, no-speech
+    /// probability, compression ratio), which a reused final reports.
+    last_scores: (Vec<f32>, (f64, f32, f32)),
+}
+
+/// Why an utterance ends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Endpoint {
+    /// The VAD heard `min_silence_ms` of silence; speech ended at this frame.
+    Silence { end_frame: u64 },
+    /// The utterance reached `max_utterance_s`.
+    MaxLength,
+    /// End of input.
+    Finished { end_frame: u64 },
+}
+
+/// A window job on the worker.
+struct InFlight {
+    rx: Receiver<Result<WindowOutcome>>,
+    kind: JobKind,
+    /// Mel frames the job's window starts at and holds (context included).
+    start_frame: u64,
+    content_frames: usize,
+    /// The utterance the job decodes, by its first frame.
+    utterance_start: u64,
+    /// Tokens of earlier finals leading the forced prefix (audio context).
+    context_len: usize,
+    submitted: Instant,
+}
+
+/// A final kept as audio context for the next utterances.
+#[derive(Debug, Clone)]
+struct Heard {
+    start_frame: u64,
+    tokens: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum JobKind {
+    Partial,
+    /// Final of the current utterance; `decided` is when the endpoint was decided; `cut`:
+    /// the next utterance starts at this frame (maximum length).
+    Final {
+        end_frame: u64,
+        decided: Instant,
+        cut: Option<u64>,
+    },
+}
+
+/// The per-stream state: everything between the pushed samples and the events.
+struct Coordinator {
+    id: u64,
+    config: StreamConfig,
+    handle: EngineHandle,
+    options: Arc<TranscribeOptions>,
+    policy: Box<dyn CommitPolicy>,
+    track_attention: bool,
+    resampler: Option<StreamResampler>,
+    resampled: Vec<f32>,
+    vad: Box<dyn SpeechDetector>,
+    segmenter: VadSegmenter,
+    /// 16 kHz samples not yet seen by the VAD (fewer than one window).
+    vad_pending: Vec<f32>,
+    mel: MelStream,
+    utterance: Option<Utterance>,
+    /// An endpoint waiting for the job in flight to return.
+    endpoint: Option<(Endpoint, Instant)>,
+    in_flight: Option<InFlight>,
+    next_utterance: u64,
+    /// Finals of earlier utterances, oldest first: the newest ones within `context_s` lead
+    /// each window as audio with their text forced; older ones are the prompt.
+    history: std::collections::VecDeque<Heard>,
+    language: Option<u32>,
+    events: Option<Sender<TimedEvent>>,
+    started: Instant,
+    stats: StreamStats,
+    busy_ms: f64,
+    nonfinite_warned: bool,
+    last_stats_audio_s: f64,
+    /// The last time reported by an event (times never go back).
+    last_end_s: f64,
+}
+
+impl Coordinator {
+    fn new(handle: EngineHandle, config: StreamConfig, vad: Box<dyn SpeechDetector>) -> Result<Coordinator> {
+        let kind = match config.commit_policy {
+            PolicyKind::Auto if handle.has_cross_qk => PolicyKind::AlignAtt,
+            PolicyKind::Auto => PolicyKind::LocalAgreement,
+            PolicyKind::AlignAtt if !handle.has_cross_qk => {
+                return Err(Error::config(
+                    "commit_policy",
+                    "alignatt needs a model with cross_qk (steno's export); use la2 or auto",
+                ));
+            }
+            other => other,
+        };
+        let policy: Box<dyn CommitPolicy> = match kind {
+            PolicyKind::AlignAtt => Box::new(
+                AlignAtt::new(config.frame_threshold_ms, config.rewind_threshold_ms)
+                    .with_agreement(config.alignatt_agreement),
+            ),
+            _ => Box::new(LocalAgreement::default()),
+        };
+        let language = match &config.language {
+            Some(code) if handle.spec.multilingual => Some(
+                handle
+                    .tokens
+                    .language(code)
+                    .ok_or_else(|| Error::config("language", format!("`{code}` is not a language of this model")))?,
+            ),
+            Some(code) if code != "en" => {
+                return Err(Error::config(
+                    "language",
+                    format!("`{code}`: {} is an English-only model", handle.spec.model_type),
+                ));
+            }
+            _ => None,
+        };
+        let options = Arc::new(config.decode_options(&handle.options));
+        let log_mel = LogMel::new(handle.spec.n_mels).map_err(|e| Error::config("n_mels", e.to_string()))?;
+        Ok(Coordinator {
+            id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
+            segmenter: VadSegmenter::new(&config.vad),
+            track_attention: kind == PolicyKind::AlignAtt,
+            policy,
+            options,
+            language,
+            config,
+            handle,
+            resampler: None,
+            resampled: Vec::new(),
+            vad,
+            vad_pending: Vec::new(),
+            mel: MelStream::new(log_mel),
+            utterance: None,
+            endpoint: None,
+            in_flight: None,
+            next_utterance: 0,
+            history: std::collections::VecDeque::new(),
+            events: None,
+            started: Instant::now(),
+            stats: StreamStats::default(),
+            busy_ms: 0.0,
+            nonfinite_warned: false,
+            last_stats_audio_s: 0.0,
+            last_end_s: 0.0,
+        })
+    }
+
+    fn run(mut self, input: Receiver<Input>, events: Sender<TimedEvent>, dropped: Arc<AtomicU64>) {
+        let _span = tracing::info_span!("stream", id = self.id).entered();
+        self.events = Some(events);
+        self.started = Instant::now();
+        let never = crossbeam_channel::never();
+        loop {
+            self.report_drops(&dropped);
+            let job_rx = self.in_flight.as_ref().map(|j| j.rx.clone());
+            crossbeam_channel::select! {
+                recv(input) -> message => match message {
+                    Ok(Input::Audio { samples, rate }) => self.on_audio(&samples, rate),
+                    Ok(Input::Finish) | Err(_) => break,
+                },
+                recv(job_rx.as_ref().unwrap_or(&never)) -> outcome => {
+                    let outcome = outcome.unwrap_or_else(|_| Err(Error::Worker("the inference thread stopped".into())));
+                    self.on_outcome(outcome);
+                },
+            }
+            if self.events.is_none() {
+                return;
+            }
+        }
+        self.report_drops(&dropped);
+        self.on_end_of_input();
+        self.emit_stats();
+    }
+
+    fn report_drops(&mut self, dropped: &AtomicU64) {
+        let now = dropped.load(Ordering::Relaxed);
+        if now > self.stats.dropped_samples {
+            let new = now - self.stats.dropped_samples;
+            self.stats.dropped_samples = now;
+            self.emit(StreamEvent::Warning {
+                message: format!("dropped {new} input samples ({now} in all): the stream fell behind its input"),
+            });
+        }
+    }
+
+    fn emit(&mut self, event: StreamEvent) {
+        let wall_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        if let Some(tx) = &self.events
+            && tx.send(TimedEvent { wall_ms, event }).is_err()
+        {
+            // The caller is gone: stop producing.
+            self.events = None;
+        }
+    }
+
+    fn emit_stats(&mut self) {
+        let audio_s = self.mel.samples_seen() as f64 / 16_000.0;
+        let jobs = self.stats.partial_jobs + self.stats.final_jobs;
+        self.stats.audio_s = audio_s;
+        self.stats.wall_s = self.started.elapsed().as_secs_f64();
+        self.stats.real_time_factor = if audio_s > 0.0 {
+            self.busy_ms / 1e3 / audio_s
+        } else {
+            0.0
+        };
+        self.stats.mean_decode_ms = if jobs > 0 { self.busy_ms / jobs as f64 } else { 0.0 };
+        self.last_stats_audio_s = audio_s;
+        let stats = self.stats.clone();
+        self.emit(StreamEvent::Stats(stats));
+    }
+
+    /// New samples at `rate`: resample, then VAD and mel frame by VAD window.
+    fn on_audio(&mut self, samples: &[f32], rate: u32) {
+        let clean: Vec<f32>;
+        let samples = if samples.iter().all(|x| x.is_finite()) {
+            samples
+        } else {
+            if !self.nonfinite_warned {
+                self.nonfinite_warned = true;
+                self.emit(StreamEvent::Warning {
+                    message: "input has NaN or infinite samples; they are read as silence".into(),
+                });
+            }
+            clean = samples.iter().map(|&x| if x.is_finite() { x } else { 0.0 }).collect();
+            &clean
+        };
+        let mut out = std::mem::take(&mut self.resampled);
+        out.clear();
+        if rate == 16_000 {
+            if let Some(mut r) = self.resampler.take() {
+                let _ = r.finish(&mut out);
+            }
+            out.extend_from_slice(samples);
+        } else {
+            if self.resampler.as_ref().is_some_and(|r| r.from_rate() != rate)
+                && let Some(mut r) = self.resampler.take()
+            {
+                let _ = r.finish(&mut out);
+            }
+            if self.resampler.is_none() {
+                match StreamResampler::new(rate, &format!("stream {}", self.id)) {
+                    Ok(r) => self.resampler = Some(r),
+                    Err(e) => {
+                        self.emit(StreamEvent::Error {
+                            message: format!("input at {rate} Hz: {e}"),
+                        });
+                        self.resampled = out;
+                        return;
+                    }
+                }
+            }
+            if let Some(r) = self.resampler.as_mut()
+                && let Err(e) = r.push(samples, &mut out)
+            {
+                self.emit(StreamEvent::Error { message: e.to_string() });
+            }
+        }
+        self.feed_16k(&out);
+        self.resampled = out;
+        if self.mel.samples_seen() as f64 / 16_000.0 - self.last_stats_audio_s >= self.config.stats_interval_s {
+            self.emit_stats();
+        }
+    }
+
+    fn feed_16k(&mut self, samples: &[f32]) {
+        self.vad_pending.extend_from_slice(samples);
+        let mut offset = 0;
+        while self.vad_pending.len() - offset >= VAD_WINDOW {
+            let window: Vec<f32> = self.vad_pending[offset..offset + VAD_WINDOW].to_vec();
+            offset += VAD_WINDOW;
+            self.on_vad_window(&window);
+        }
+        self.vad_pending.drain(..offset);
+    }
+
+    fn on_vad_window(&mut self, window: &[f32]) {
+        self.mel.push(window);
+        let probability = match self.vad.probability(window) {
+            Ok(p) => p,
+            Err(e) => {
+                self.emit(StreamEvent::Error {
+                    message: format!("voice activity detection: {e}"),
+                });
+                0.0
+            }
+        };
+        match self.segmenter.push(probability) {
+            Some(VadEvent::SpeechStart { sample }) if self.utterance.is_none() => {
+                self.open_utterance(sample / 160);
+            }
+            Some(VadEvent::SpeechEnd { sample }) if self.utterance.is_some() => {
+                self.request_endpoint(Endpoint::Silence {
+                    end_frame: sample / 160,
+                });
+            }
+            _ => {}
+        }
+        self.maybe_cut_at_max_length();
+        self.maybe_schedule_partial();
+        if self.utterance.is_none() && self.in_flight.is_none() {
+            // Between utterances keep only what a coming speech start can reach back to.
+            let keep = (self.config.vad.speech_pad_ms as u64 / 10) + self.config.vad.min_speech_ms as u64 / 10 + 64;
+            let from = self
+                .mel
+                .frames_end()
+                .saturating_sub(keep)
+                .min(self.oldest_context_frame());
+            self.mel.discard_before(from);
+        }
+    }
+
+    /// The first frame a coming window may still read as context.
+    fn oldest_context_frame(&self) -> u64 {
+        let now = self.mel.frames_end();
+        let reach = (self.config.context_s * 100.0) as u64 + (self.config.max_utterance_s * 100.0) as u64;
+        self.history
+            .iter()
+            .map(|h| h.start_frame)
+            .find(|&s| s + reach >= now)
+            .unwrap_or(now)
+    }
+
+    fn open_utterance(&mut self, start_frame: u64) {
+        let start_frame = start_frame.max(self.mel.frames_start());
+        tracing::debug!(start_frame, "utterance starts");
+        self.policy.reset();
+        self.utterance = Some(Utterance {
+            id: None,
+            start_frame,
+            committed: Vec::new(),
+            committed_logprobs: Vec::new(),
+            tentative: Vec::new(),
+            boundary_frame: None,
+            decoded_to: start_frame,
+            last_sent: (0, Vec::new()),
+            last_window: None,
+            last_scores: (Vec::new(), (0.0, 0.0, 0.0)),
+        });
+    }
+
+    fn maybe_cut_at_max_length(&mut self) {
+        let Some(u) = &self.utterance else { return };
+        let max_frames = (self.config.max_utterance_s * 100.0) as u64;
+        if self.endpoint.is_none()
+            && !matches!(
+                self.in_flight,
+                Some(InFlight {
+                    kind: JobKind::Final { .. },
+                    ..
+                })
+            )
+            && self.mel.frames_end().saturating_sub(u.start_frame) >= max_frames
+        {
+            self.request_endpoint(Endpoint::MaxLength);
+        }
+    }
+
+    fn request_endpoint(&mut self, endpoint: Endpoint) {
+        let decided = Instant::now();
+        if self.in_flight.is_some() {
+            // The job in flight returns first (a partial); the final follows it.
+            self.endpoint = Some((endpoint, decided));
+            if self.config.pacing == Pacing::Lockstep {
+                self.wait_in_flight();
+            }
+            return;
+        }
+        self.submit_final(endpoint, decided);
+    }
+
+    fn maybe_schedule_partial(&mut self) {
+        if self.in_flight.is_some() || self.endpoint.is_some() {
+            return;
+        }
+        let Some(u) = &self.utterance else { return };
+        let end = self.mel.frames_end();
+        let hop = u64::from(self.config.hop_ms / 10);
+        // Nothing new worth decoding during a pause: the partial would say the same.
+        let pausing = self.segmenter.silence_run() >= u64::from(self.config.hop_ms) * 16;
+        if end < u.decoded_to + hop || end < u.start_frame + hop || pausing {
+            return;
+        }
+        let (start, content) = (u.start_frame, (end - u.start_frame) as usize);
+        if !self.has_speech_energy(start, content) {
+            return;
+        }
+        let forced = u.committed.clone();
+        if let Some(u) = self.utterance.as_mut() {
+            u.decoded_to = end;
+        }
+        self.submit(JobKind::Partial, start, content, forced, false, None);
+    }
+
+    /// The speech-band energy gate on raw frames (the batch gate's measure).
+    fn has_speech_energy(&self, start: u64, frames: usize) -> bool {
+        match self.options.thresholds.silence_log10_power {
+            Some(min) => {
+                let (lo, hi) = SPEECH_BAND_HZ;
+                self.mel.band_peak_log10(start, frames, lo, hi) >= min
+            }
+            None => true,
+        }
+    }
+
+    fn submit_final(&mut self, endpoint: Endpoint, decided: Instant) {
+        let Some(u) = &self.utterance else { return };
+        let now_frame = self.mel.frames_end();
+        let (end_frame, cut) = match endpoint {
+            Endpoint::Silence { end_frame } | Endpoint::Finished { end_frame } => (end_frame.min(now_frame), None),
+            Endpoint::MaxLength => match u.boundary_frame {
+                // Cut where the committed words end; the rest starts the next utterance.
+                Some(b) if !u.committed.is_empty() && b > u.start_frame => (b, Some(b)),
+                _ => (now_frame, Some(now_frame)),
+            },
+        };
+        let start = u.start_frame;
+        let content = end_frame.saturating_sub(start) as usize;
+        let forced = u.committed.clone();
+        let cut_at_commit = matches!(endpoint, Endpoint::MaxLength) && cut != Some(now_frame);
+        if content < 10 || (!self.has_speech_energy(start, content) && forced.is_empty()) {
+            // Nothing to hear: the utterance ends without text (and without events if it
+            // never showed any).
+            self.close_utterance(end_frame, cut, decided, None);
+            return;
+        }
+        let kind = JobKind::Final {
+            end_frame,
+            decided,
+            cut,
+        };
+        // Nothing heard since the last partial (its window reaches the end of speech): the
+        // final is that partial's hypothesis, on its window (see `WindowJob::reuse`).
+        let reuse = match endpoint {
+            Endpoint::Silence { .. } | Endpoint::Finished { .. } => u.last_window.clone(),
+            Endpoint::MaxLength => None,
+        };
+        // At the maximum length only the committed words are final: nothing is decoded past them.
+        self.submit(kind, start, content, forced, cut_at_commit, reuse);
+    }
+
+    /// The earlier finals that lead a window for the utterance at `utterance_start` ending at
+    /// `end`: the newest ones that started within `context_s` of it, as long as the window
+    /// still fits the encoder with its padding.
+    fn context_for(&self, utterance_start: u64, end: u64) -> (u64, Vec<u32>) {
+        let max_frames = self.handle.spec.max_mel_frames() as u64;
+        let pad = (self.options.pad_s * 100.0).round() as u64;
+        let reach = (self.config.context_s * 100.0) as u64;
+        let mut start = utterance_start;
+        let mut taken = 0;
+        for heard in self.history.iter().rev() {
+            let fits = end.saturating_sub(heard.start_frame) + pad <= max_frames;
+            if heard.start_frame + reach < utterance_start || !fits || heard.start_frame < self.mel.frames_start() {
+                break;
+            }
+            start = heard.start_frame;
+            taken += 1;
+        }
+        let tokens = self
+            .history
+            .iter()
+            .skip(self.history.len() - taken)
+            .flat_map(|h| h.tokens.iter().copied())
+            .collect();
+        (start, tokens)
+    }
+
+    /// The prompt: tokens of the finals before the context, the last `prompt_max_tokens`.
+    fn prompt_before(&self, context_start: u64) -> Vec<u32> {
+        let tokens: Vec<u32> = self
+            .history
+            .iter()
+            .take_while(|h| h.start_frame < context_start)
+            .flat_map(|h| h.tokens.iter().copied())
+            .collect();
+        tokens[tokens.len().saturating_sub(self.config.prompt_max_tokens)..].to_vec()
+    }
+
+    /// Queue a window job for the utterance at `start` holding `content` frames of it, with the
+    /// audio context of earlier finals in front ([`Coordinator::context_for`]).
+    fn submit(
+        &mut self,
+        kind: JobKind,
+        start: u64,
+        content: usize,
+        committed: Vec<u32>,
+        forced_only: bool,
+        reuse: Option<(u64, usize, Vec<u32>)>,
+    ) {
+        let end = start + content as u64;
+        let (window_start, context) = if self.config.context_s > 0.0 {
+            self.context_for(start, end)
+        } else {
+            (start, Vec::new())
+        };
+        let max_frames = self.handle.spec.max_mel_frames();
+        let pad = (self.options.pad_s * 100.0).round() as usize;
+        let min = (self.options.min_window_s * 100.0).round() as usize;
+        let content = ((end - window_start) as usize).min(max_frames);
+        let frames = match self.handle.mel_frames {
+            MelFrames::Fixed(n) => n,
+            // Even, so the stride-2 convolution maps frames exactly to 20 ms positions.
+            MelFrames::Dynamic { max } => ((content + pad).max(min).div_ceil(2) * 2).min(max),
+        };
+        let mel = self.mel.window(window_start, content, frames);
+        let is_final = matches!(kind, JobKind::Final { .. });
+        let speech_pad = u64::from(self.config.vad.speech_pad_ms / 10);
+        let last_scores = self
+            .utterance
+            .as_ref()
+            .map(|u| u.last_scores.0.clone())
+            .unwrap_or_default();
+        let reuse = reuse.and_then(|(w_start, w_content, tokens)| {
+            (w_start == window_start
+                && w_start + w_content as u64 + speech_pad >= end
+                && tokens.starts_with(&committed))
+            .then(|| Reuse {
+                start_frame: w_start,
+                content_frames: w_content,
+                tokens: context.iter().chain(&tokens).copied().collect(),
+                token_logprobs: vec![0.0; context.len()].into_iter().chain(last_scores).collect(),
+            })
+        });
+        let forced_logprobs: Vec<f32> = std::iter::repeat_n(0.0, context.len())
+            .chain(
+                self.utterance
+                    .as_ref()
+                    .map(|u| u.committed_logprobs.clone())
+                    .unwrap_or_default(),
+            )
+            .collect();
+        let context_len = context.len();
+        // The last hypothesis after the committed words: most of it usually stands.
+        let draft = Some(())
+            .filter(|_| self.config.verify_draft)
+            .and(self.utterance.as_ref())
+            .and_then(|u| u.last_window.as_ref())
+            .and_then(|(_, _, tokens)| tokens.strip_prefix(committed.as_slice()))
+            .map(<[u32]>::to_vec)
+            .unwrap_or_default();
+        let mut forced = context;
+        forced.extend_from_slice(&committed);
+        let job = WindowJob {
+            stream: self.id,
+            mel,
+            frames,
+            content_frames: content,
+            prompt: self.prompt_before(window_start),
+            forced,
+            draft,
+            forced_logprobs,
+            language: self.language,
+            track_attention: self.track_attention,
+            words: is_final && self.handle.has_cross_qk,
+            time_offset_s: window_start as f64 / 100.0,
+            options: if forced_only {
+                Arc::new(TranscribeOptions {
+                    max_tokens_per_second: 0.0,
+                    ..(*self.options).clone()
+                })
+            } else {
+                self.options.clone()
+            },
+            decode: !forced_only,
+            start_frame: window_start,
+            reuse,
+        };
+        match kind {
+            JobKind::Partial => self.stats.partial_jobs += 1,
+            JobKind::Final { .. } => self.stats.final_jobs += 1,
+        }
+        match self.handle.submit_window(job) {
+            Ok(rx) => {
+                self.in_flight = Some(InFlight {
+                    rx,
+                    kind,
+                    start_frame: window_start,
+                    content_frames: content,
+                    utterance_start: start,
+                    context_len,
+                    submitted: Instant::now(),
+                });
+                if self.config.pacing == Pacing::Lockstep {
+                    self.wait_in_flight();
+                }
+            }
+            Err(e) => self.on_job_failed(kind, e),
+        }
+    }
+
+    fn wait_in_flight(&mut self) {
+        while let Some(job) = &self.in_flight {
+            let outcome = job
+                .rx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::Worker("the inference thread stopped".into())));
+            self.on_outcome(outcome);
+        }
+    }
+
+    fn on_outcome(&mut self, outcome: Result<WindowOutcome>) {
+        let Some(job) = self.in_flight.take() else { return };
+        self.busy_ms += job.submitted.elapsed().as_secs_f64() * 1e3;
+        let outcome = outcome.and_then(|o| strip_context(o, &job));
+        match outcome {
+            Ok(outcome) => match job.kind {
+                JobKind::Partial => self.on_partial(&job, outcome),
+                JobKind::Final {
+                    end_frame,
+                    decided,
+                    cut,
+                } => {
+                    self.close_utterance(end_frame, cut, decided, Some(outcome));
+                }
+            },
+            Err(e) => self.on_job_failed(job.kind, e),
+        }
+        // A pending endpoint goes next; otherwise maybe another partial.
+        if self.in_flight.is_none()
+            && let Some((endpoint, decided)) = self.endpoint.take()
+        {
+            self.submit_final(endpoint, decided);
+        }
+    }
+
+    fn on_job_failed(&mut self, kind: JobKind, error: Error) {
+        self.emit(StreamEvent::Error {
+            message: format!("stream {}: {error}", self.id),
+        });
+        if let JobKind::Final {
+            end_frame,
+            decided,
+            cut,
+        } = kind
+        {
+            // Keep what was committed: the final says it.
+            self.close_utterance(end_frame, cut, decided, None);
+        }
+    }
+
+    fn on_partial(&mut self, job: &InFlight, outcome: WindowOutcome) {
+        let tokenizer = self.handle.tokenizer.clone();
+        let starts_word = |t: u32| tokenizer.bytes(t).is_some_and(|b| b.first() == Some(&b' '));
+        let Some(u) = self.utterance.as_mut() else { return };
+        if job.utterance_start != u.start_frame || !outcome.tokens.starts_with(&u.committed) {
+            return;
+        }
+        if outcome.repetitive {
+            // A looping decode says nothing reliable about the words.
+            return;
+        }
+        let update = Update {
+            tokens: &outcome.tokens,
+            committed: u.committed.len(),
+            frames: &outcome.new_token_frames,
+            content_frames: job.content_frames.div_ceil(2) as u32,
+        };
+        let commit = self.policy.commit(&update, &starts_word).max(u.committed.len());
+        if commit > u.committed.len() {
+            let n_new = commit - u.committed.len();
+            let scores = outcome
+                .token_logprobs
+                .get(u.committed.len()..commit)
+                .unwrap_or_default();
+            u.committed_logprobs.extend_from_slice(scores);
+            u.committed_logprobs.resize(commit, 0.0);
+            u.committed
+                .extend_from_slice(&outcome.tokens[u.committed.len()..commit]);
+            u.boundary_frame = outcome
+                .new_token_frames
+                .get(n_new)
+                .map(|&f| job.start_frame + u64::from(f) * 2);
+        } else if u.committed.is_empty() {
+            u.boundary_frame = None;
+        }
+        u.tentative = outcome.tokens[commit..].to_vec();
+        u.last_window = Some((job.start_frame, job.content_frames, outcome.tokens.clone()));
+        let mut scores = u.committed_logprobs.clone();
+        scores.extend(outcome.token_logprobs.iter().skip(u.committed.len()));
+        u.last_scores = (
+            scores,
+            (outcome.avg_logprob, outcome.no_speech_prob, outcome.compression_ratio),
+        );
+        let end = (job.start_frame + job.content_frames as u64) as f64 / 100.0;
+        let _ = job.context_len;
+        let state = (u.committed.len(), u.tentative.clone());
+        if state == u.last_sent || (u.committed.is_empty() && u.tentative.is_empty()) {
+            return;
+        }
+        u.last_sent = state;
+        let id = *u.id.get_or_insert_with(|| {
+            let id = self.next_utterance;
+            self.next_utterance += 1;
+            id
+        });
+        let committed = tokenizer.decode(&u.committed).trim().to_owned();
+        let tentative = tokenizer.decode(&u.tentative);
+        let tentative = if committed.is_empty() {
+            tentative.trim().to_owned()
+        } else {
+            tentative.trim_end().to_owned()
+        };
+        let start = u.start_frame as f64 / 100.0;
+        let end = end.max(self.last_end_s);
+        self.last_end_s = end;
+        self.emit(StreamEvent::Partial {
+            utterance: id,
+            committed,
+            tentative,
+            start,
+            end,
+        });
+    }
+
+    /// End the current utterance with `outcome` (or, without one, with what was committed),
+    /// emit its final if it has text, and start the next one at `cut` if given.
+    fn close_utterance(&mut self, end_frame: u64, cut: Option<u64>, decided: Instant, outcome: Option<WindowOutcome>) {
+        let Some(u) = self.utterance.take() else { return };
+        let tokenizer = self.handle.tokenizer.clone();
+        let (tokens, words, quality) = match outcome {
+            Some(o) if o.tokens.starts_with(&u.committed) => {
+                let q = if o.reused {
+                    u.last_scores.1
+                } else {
+                    (o.avg_logprob, o.no_speech_prob, o.compression_ratio)
+                };
+                (o.tokens, o.words, Some(q))
+            }
+            _ => (u.committed.clone(), None, None),
+        };
+        // Whisper's no-speech rule, for an utterance that never committed a word.
+        let silent = u.committed.is_empty()
+            && quality.is_some_and(|(lp, ns, _)| {
+                let t = &self.options.thresholds;
+                t.no_speech.is_some_and(|x| ns > x) && t.logprob.is_some_and(|x| lp < f64::from(x))
+            });
+        let text = tokenizer.decode(&tokens).trim().to_owned();
+        let start = u.start_frame as f64 / 100.0;
+        let end = (end_frame.max(u.start_frame) as f64 / 100.0).max(self.last_end_s);
+        if (!text.is_empty() && !silent) || u.id.is_some() {
+            let text = if silent && u.id.is_some() {
+                tokenizer.decode(&u.committed).trim().to_owned()
+            } else {
+                text
+            };
+            let tokens = if silent { u.committed.clone() } else { tokens };
+            let id = u.id.unwrap_or_else(|| {
+                let id = self.next_utterance;
+                self.next_utterance += 1;
+                id
+            });
+            let (avg_logprob, no_speech_prob, compression_ratio) = quality.unwrap_or((0.0, 0.0, 0.0));
+            let segment = Segment {
+                id: 0,
+                start,
+                end,
+                text: format!(" {text}"),
+                tokens: tokens.clone(),
+                avg_logprob,
+                no_speech_prob: f64::from(no_speech_prob),
+                temperature: 0.0,
+                compression_ratio: f64::from(compression_ratio),
+                words: words.clone(),
+            };
+            self.history.push_back(Heard {
+                start_frame: u.start_frame,
+                tokens: tokens.clone(),
+            });
+            // Enough for the context and the prompt; older finals are never read again.
+            while self.history.len() > 16 {
+                self.history.pop_front();
+            }
+            self.last_end_s = end;
+            let compute_ms = decided.elapsed().as_secs_f64() * 1e3;
+            self.emit(StreamEvent::Final {
+                utterance: id,
+                text,
+                start,
+                end,
+                segments: vec![segment],
+                words,
+                compute_ms,
+            });
+        }
+        match cut {
+            Some(frame) => self.open_utterance(frame),
+            None => {
+                let keep_from = self.oldest_context_frame().min(end_frame);
+                self.mel.discard_before(keep_from);
+            }
+        }
+        if self.mel.samples_seen() as f64 / 16_000.0 - self.last_stats_audio_s >= self.config.stats_interval_s {
+            self.emit_stats();
+        }
+    }
+
+    /// Input finished: flush the resampler, the VAD and the mel tail, end the utterance, and
+    /// wait for its final.
+    fn on_end_of_input(&mut self) {
+        let mut out = Vec::new();
+        if let Some(mut r) = self.resampler.take()
+            && let Err(e) = r.finish(&mut out)
+        {
+            self.emit(StreamEvent::Error { message: e.to_string() });
+        }
+        self.feed_16k(&out);
+        let rest = std::mem::take(&mut self.vad_pending);
+        self.mel.push(&rest);
+        self.mel.finish();
+        self.wait_in_flight();
+        let end_frame = self.mel.frames_end();
+        let endpoint = match self.endpoint.take() {
+            Some((e, decided)) => Some((e, decided)),
+            None => self
+                .utterance
+                .as_ref()
+                .map(|_| (Endpoint::Finished { end_frame }, Instant::now())),
+        };
+        if let Some((endpoint, decided)) = endpoint {
+            self.submit_final(endpoint, decided);
+            self.wait_in_flight();
+        }
+        // A max-length cut may have opened another utterance: end it too.
+        let mut guard = 0;
+        while self.utterance.is_some() && guard < 8 {
+            self.submit_final(Endpoint::Finished { end_frame }, Instant::now());
+            self.wait_in_flight();
+            guard += 1;
+        }
+        let _ = self.segmenter.finish();
+        self.vad.reset();
+    }
+}
+
+/// Remove the context's tokens (earlier finals leading the window) and words from an outcome,
+/// leaving this utterance's.
+fn strip_context(mut outcome: WindowOutcome, job: &InFlight) -> Result<WindowOutcome> {
+    let n = job.context_len;
+    if n == 0 {
+        return Ok(outcome);
+    }
+    if outcome.tokens.len() < n {
+        return Err(Error::Worker(format!(
+            "a window's hypothesis lost its forced context ({} < {n} tokens)",
+            outcome.tokens.len()
+        )));
+    }
+    outcome.tokens.drain(..n);
+    let scores = n.min(outcome.token_logprobs.len());
+    outcome.token_logprobs.drain(..scores);
+    let utterance_start_s = job.utterance_start as f64 / 100.0;
+    if let Some(words) = outcome.words.as_mut() {
+        // The context is earlier speech, before this utterance's start (a pause apart).
+        words.retain(|w| w.end > utterance_start_s);
+    }
+    Ok(outcome)
+}
