@@ -6,8 +6,9 @@
 //! at wall-clock speed as a microphone would be. Reported:
 //! - `wer`: the joined finals against the joined references (Whisper's normalizer), and with
 //!   `--batch` the batch greedy WER on the same joined audio, for comparison;
-//! - `final_after_speech_ms`: from each utterance's end of speech (its last 10 ms frame above
-//!   −45 dBFS on the audio clock, which in realtime mode is the wall clock) to its final;
+//! - `final_after_speech_ms` (realtime mode): from each reference utterance's end of speech
+//!   (its last 10 ms frame above −45 dBFS, on the audio clock, which is then the wall clock)
+//!   to the first final whose end reaches it (within 0.25 s: the VAD pads ends by 0.1 s);
 //! - `compute_ms`: from the endpoint decision to the final (queueing, encoder, decoder);
 //! - `commit_lag_s`: for each word, from its end (the final's word times) to the event that
 //!   committed it: wall-clock seconds in realtime mode, audio seconds of look-ahead otherwise;
@@ -263,6 +264,7 @@ fn analyse(events: &[TimedEvent], speech_ends_s: &[f64], realtime: bool) -> Repo
     // Per utterance: (wall_ms, audio end s) of the event at which each word count was reached.
     let mut commits: BTreeMap<u64, Vec<(usize, f64, f64)>> = BTreeMap::new();
     let mut last_partial: BTreeMap<u64, f64> = BTreeMap::new();
+    let mut next_end = 0usize;
     for e in events {
         match &e.event {
             StreamEvent::Partial {
@@ -289,9 +291,16 @@ fn analyse(events: &[TimedEvent], speech_ends_s: &[f64], realtime: bool) -> Repo
             } => {
                 report.finals += 1;
                 report.compute_ms.push(*compute_ms);
-                // The utterance whose speech ended last before this final's end.
-                if realtime && let Some(&speech_end) = speech_ends_s.iter().rev().find(|&&s| s <= end + 0.05) {
-                    report.after_speech_ms.push(e.wall_ms - speech_end * 1e3);
+                // Each reference utterance's latency is that of the first final reaching its
+                // end of speech (finals of pause-split fragments before it do not count).
+                if realtime {
+                    while let Some(&speech_end) = speech_ends_s.get(next_end) {
+                        if *end + 0.25 < speech_end {
+                            break;
+                        }
+                        report.after_speech_ms.push(e.wall_ms - speech_end * 1e3);
+                        next_end += 1;
+                    }
                 }
                 let list = commits.remove(utterance).unwrap_or_default();
                 for (i, w) in words.iter().flatten().enumerate() {

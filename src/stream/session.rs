@@ -347,6 +347,8 @@ struct Coordinator {
     utterance: Option<Utterance>,
     /// An endpoint waiting for the job in flight to return.
     endpoint: Option<(Endpoint, Instant)>,
+    /// VAD events heard while the last utterance was finishing, handled after its final.
+    deferred: std::collections::VecDeque<VadEvent>,
     in_flight: Option<InFlight>,
     next_utterance: u64,
     /// Finals of earlier utterances, oldest first: the newest ones within `context_s` lead
@@ -416,6 +418,7 @@ impl Coordinator {
             mel: MelStream::new(log_mel),
             utterance: None,
             endpoint: None,
+            deferred: std::collections::VecDeque::new(),
             in_flight: None,
             next_utterance: 0,
             history: std::collections::VecDeque::new(),
@@ -568,16 +571,14 @@ impl Coordinator {
                 0.0
             }
         };
-        match self.segmenter.push(probability) {
-            Some(VadEvent::SpeechStart { sample }) if self.utterance.is_none() => {
-                self.open_utterance(sample / 160);
+        if let Some(event) = self.segmenter.push(probability) {
+            if self.finalizing() {
+                // The last utterance's final is still being made: this speech is the next
+                // utterance's, heard once that final is out (never dropped).
+                self.deferred.push_back(event);
+            } else {
+                self.on_vad_event(event);
             }
-            Some(VadEvent::SpeechEnd { sample }) if self.utterance.is_some() => {
-                self.request_endpoint(Endpoint::Silence {
-                    end_frame: sample / 160,
-                });
-            }
-            _ => {}
         }
         self.maybe_cut_at_max_length();
         self.maybe_schedule_partial();
@@ -590,6 +591,41 @@ impl Coordinator {
                 .saturating_sub(keep)
                 .min(self.oldest_context_frame());
             self.mel.discard_before(from);
+        }
+    }
+
+    fn on_vad_event(&mut self, event: VadEvent) {
+        match event {
+            VadEvent::SpeechStart { sample } if self.utterance.is_none() => {
+                self.open_utterance(sample / 160);
+            }
+            VadEvent::SpeechEnd { sample } if self.utterance.is_some() => {
+                self.request_endpoint(Endpoint::Silence {
+                    end_frame: sample / 160,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// The current utterance is ending: its endpoint waits for a job, or its final is queued
+    /// or running.
+    fn finalizing(&self) -> bool {
+        self.endpoint.is_some()
+            || matches!(
+                self.in_flight,
+                Some(InFlight {
+                    kind: JobKind::Final { .. },
+                    ..
+                })
+            )
+    }
+
+    /// Handle the VAD events that came while an utterance was finishing, in order.
+    fn replay_deferred(&mut self) {
+        while !self.finalizing() {
+            let Some(event) = self.deferred.pop_front() else { break };
+            self.on_vad_event(event);
         }
     }
 
@@ -659,8 +695,11 @@ impl Coordinator {
         let Some(u) = &self.utterance else { return };
         let end = self.mel.frames_end();
         let hop = u64::from(self.config.hop_ms / 10);
-        // Nothing new worth decoding during a pause: the partial would say the same.
-        let pausing = self.segmenter.silence_run() >= u64::from(self.config.hop_ms) * 16;
+        // Nothing new worth decoding during a pause, once a decode has heard the speech up to
+        // the pause (the final can then reuse that decode).
+        let silence = self.segmenter.silence_run();
+        let speech_end = (self.segmenter.samples() - silence) / 160;
+        let pausing = silence >= u64::from(self.config.hop_ms) * 16 && u.decoded_to >= speech_end;
         if end < u.decoded_to + hop || end < u.start_frame + hop || pausing {
             return;
         }
@@ -1072,6 +1111,7 @@ impl Coordinator {
                 self.mel.discard_before(keep_from);
             }
         }
+        self.replay_deferred();
         if self.mel.samples_seen() as f64 / 16_000.0 - self.last_stats_audio_s >= self.config.stats_interval_s {
             self.emit_stats();
         }
@@ -1090,26 +1130,23 @@ impl Coordinator {
         let rest = std::mem::take(&mut self.vad_pending);
         self.mel.push(&rest);
         self.mel.finish();
-        self.wait_in_flight();
         let end_frame = self.mel.frames_end();
-        let endpoint = match self.endpoint.take() {
-            Some((e, decided)) => Some((e, decided)),
-            None => self
-                .utterance
-                .as_ref()
-                .map(|_| (Endpoint::Finished { end_frame }, Instant::now())),
-        };
-        if let Some((endpoint, decided)) = endpoint {
-            self.submit_final(endpoint, decided);
+        // Finish everything in order: the job in flight, a pending endpoint, the open
+        // utterance, then what the VAD heard meanwhile (bounded: each turn ends an utterance
+        // or consumes an event).
+        for _ in 0..(4 * self.deferred.len() + 16) {
             self.wait_in_flight();
+            if let Some((endpoint, decided)) = self.endpoint.take() {
+                self.submit_final(endpoint, decided);
+            } else if self.utterance.is_some() {
+                self.submit_final(Endpoint::Finished { end_frame }, Instant::now());
+            } else if let Some(event) = self.deferred.pop_front() {
+                self.on_vad_event(event);
+            } else {
+                break;
+            }
         }
-        // A max-length cut may have opened another utterance: end it too.
-        let mut guard = 0;
-        while self.utterance.is_some() && guard < 8 {
-            self.submit_final(Endpoint::Finished { end_frame }, Instant::now());
-            self.wait_in_flight();
-            guard += 1;
-        }
+        self.wait_in_flight();
         let _ = self.segmenter.finish();
         self.vad.reset();
     }

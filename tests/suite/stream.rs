@@ -160,6 +160,35 @@ fn jfk_streams_with_partials_and_finals_that_keep_the_invariants() {
 }
 
 #[test]
+fn live_pacing_at_real_time_keeps_every_utterance() {
+    let engine = engine("tiny.en", ModelVariant::Fp32, TranscribeOptions::default());
+    let samples = jfk();
+    let mut session = StreamSession::start(&engine, StreamConfig::default()).expect("stream starts");
+    let events = session.events().clone();
+    let collector = std::thread::spawn(move || events.iter().collect::<Vec<_>>());
+    let sender = session.sender().expect("sender");
+    let started = Instant::now();
+    // 20 ms at a time on the wall clock, as a capture callback would.
+    for (i, chunk) in samples.chunks(320).enumerate() {
+        let due = Duration::from_millis(20 * i as u64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        assert!(
+            sender.try_push(chunk, 16_000),
+            "the input queue never fills at real time"
+        );
+    }
+    session.finish();
+    let events = collector.join().expect("collector");
+    assert_invariants(&events);
+    let text: Vec<String> = finals(&events).into_iter().map(|f| f.1).collect();
+    let hypothesis = normalizer().normalize(&text.join(" "));
+    let errors = steno::eval::wer::word_errors(JFK_NORMALIZED, &hypothesis);
+    assert!(errors.rate() <= 0.1, "WER {} at real time: {hypothesis}", errors.rate());
+}
+
+#[test]
 fn lockstep_streams_are_deterministic() {
     let engine = engine("tiny.en", ModelVariant::Fp32, TranscribeOptions::default());
     let strip = |events: Vec<TimedEvent>| -> Vec<String> {
