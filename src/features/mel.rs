@@ -194,7 +194,7 @@ pub struct FrameScratch {
 /// samples without repeating them (numpy/torch `reflect`): -1 -> 1, n -> n - 2.
 /// Positions further out keep bouncing, which is what numpy does for pads longer than
 /// the signal (torch refuses those); it only matters for clips under 201 samples.
-fn reflect(i: isize, n: usize) -> usize {
+pub(crate) fn reflect(i: isize, n: usize) -> usize {
     if n <= 1 {
         return 0;
     }

@@ -13,7 +13,7 @@
 //! dropped with [`MelStream::discard_before`], so memory follows the caller's window, not the
 //! stream's length.
 
-use super::mel::{FrameScratch, HOP_LENGTH, LogMel, N_FFT, mel_centres_hz};
+use super::mel::{FrameScratch, HOP_LENGTH, LogMel, N_FFT, mel_centres_hz, reflect};
 
 /// Incremental log-mel over one stream (see the module doc).
 pub struct MelStream {
@@ -124,7 +124,7 @@ impl MelStream {
                 // An edge frame: reflect about the clip's first (and, at the end, last) sample.
                 let n = clip_len.unwrap_or(u64::MAX / 4) as usize;
                 for (i, dst) in self.chunk.iter_mut().enumerate() {
-                    let index = reflect(first + i as i64, n) as u64;
+                    let index = reflect((first + i as i64) as isize, n) as u64;
                     *dst = index
                         .checked_sub(self.samples_start)
                         .and_then(|j| self.samples.get(j as usize))
@@ -219,16 +219,6 @@ impl MelStream {
             })
             .fold(f32::NEG_INFINITY, f32::max)
     }
-}
-
-/// numpy's `reflect` index for a signal of length `n` (see `mel::reflect`), in i64.
-fn reflect(i: i64, n: usize) -> usize {
-    if n <= 1 {
-        return 0;
-    }
-    let period = 2 * (n as i64 - 1);
-    let m = i.rem_euclid(period);
-    (if m >= n as i64 { period - m } else { m }) as usize
 }
 
 #[cfg(test)]
