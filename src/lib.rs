@@ -9,6 +9,11 @@
 //!        │    decode::rules (Whisper's logit filters), decode::quality (fallback gates)
 //!        └─ transcribe: Whisper's seek loop ─▶ Transcript { segments with times }
 //!   ─ output: txt / json / srt / vtt / tsv
+//!
+//! live (stream::StreamSession; microphone through stream::capture, files, the network):
+//! samples pushed in chunks ─ rubato → Silero VAD → features::MelStream (frames once, raw)
+//!   ─ window jobs (the same decode_window) on the Engine's worker, before batch work
+//!   ─ commit policy (AlignAtt / LocalAgreement-2) ─▶ Partial / Final / Stats events
 //! ```
 //!
 //! The library is the product: the `steno` binary only turns command-line flags into an
@@ -33,4 +38,5 @@ pub use engine::{Engine, EngineConfig, FileEvent, ModelConfig};
 pub use error::{Error, Result};
 pub use model::ModelVariant;
 pub use runtime::{Device, RuntimeConfig};
+pub use stream::{StreamConfig, StreamEvent, StreamSession};
 pub use transcribe::{Segment, Task, TranscribeOptions, Transcript};

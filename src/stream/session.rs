@@ -1004,7 +1004,6 @@ impl Coordinator {
             (outcome.avg_logprob, outcome.no_speech_prob, outcome.compression_ratio),
         );
         let end = (job.start_frame + job.content_frames as u64) as f64 / 100.0;
-        let _ = job.context_len;
         let state = (u.committed.len(), u.tentative.clone());
         if state == u.last_sent || (u.committed.is_empty() && u.tentative.is_empty()) {
             return;
