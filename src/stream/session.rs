@@ -7,7 +7,7 @@
 //!  ◀─ bounded channel of TimedEvent (Partial, Final, Stats, Warning, Error) ─┘
 //! ```
 //!
-//! Per-stream state lives in [`Coordinator`] and [`Utterance`] (the analogue of whisper.cpp's
+//! Per-stream state lives in `Coordinator` and `Utterance` (the analogue of whisper.cpp's
 //! `whisper_state`); the engine holds the weights. The coordinator keeps at most one window job
 //! queued or running: the next partial is built from the newest audio when the previous one
 //! returns, so a slow machine stretches the hop instead of falling behind, and a stale partial
