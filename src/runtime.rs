@@ -238,6 +238,10 @@ impl Runtime {
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| Error::ort(context())(e.into()))?
             .with_intra_threads(threads)
+            .map_err(|e| Error::ort(context())(e.into()))?
+            // Window lengths vary from call to call (dynamic encoder, growing token counts):
+            // a memory pattern planned per input shape is never reused and only grows memory.
+            .with_memory_pattern(false)
             .map_err(|e| Error::ort(context())(e.into()))?;
         if cuda {
             builder = builder
