@@ -197,6 +197,18 @@ pub struct Word {
     pub probability: f64,
 }
 
+impl Word {
+    /// An aligned word with its times rounded to the mel clock and its end capped at `end_s`.
+    pub(crate) fn from_timing(w: &timing::WordTiming, end_s: f64) -> Word {
+        Word {
+            word: w.word.clone(),
+            start: round_cs(w.start),
+            end: round_cs(w.end.min(end_s)),
+            probability: f64::from(w.probability),
+        }
+    }
+}
+
 /// The result of transcribing one clip.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Transcript {
@@ -613,15 +625,7 @@ pub fn transcribe_interleaved(
             let (mut start, mut end) = (time_offset + piece.start_s, time_offset + piece.end_s);
             let seg_words = words.as_ref().and_then(|w| w.get(i)).map(|w| {
                 (start, end) = (w.start, w.end);
-                w.words
-                    .iter()
-                    .map(|t| Word {
-                        word: t.word.clone(),
-                        start: round_cs(t.start),
-                        end: round_cs(t.end.min(duration)),
-                        probability: f64::from(t.probability),
-                    })
-                    .collect()
+                w.words.iter().map(|t| Word::from_timing(t, duration)).collect()
             });
             all_tokens.extend_from_slice(&piece.tokens);
             segments.push(Segment {
@@ -736,7 +740,7 @@ pub(crate) fn align_words(
 }
 
 /// Round seconds to centiseconds (the mel clock), so times print and compare cleanly.
-pub(crate) fn round_cs(seconds: f64) -> f64 {
+fn round_cs(seconds: f64) -> f64 {
     (seconds * 100.0).round() / 100.0
 }
 

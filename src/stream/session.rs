@@ -165,8 +165,7 @@ impl<'e> StreamSession<'e> {
     pub fn start(engine: &'e Engine, config: StreamConfig) -> Result<StreamSession<'e>> {
         config.validate()?;
         let handle = engine.handle()?;
-        let runtime = engine_runtime(engine);
-        let vad = detector(&config.vad, &runtime)?;
+        let vad = detector(&config.vad, engine.runtime_config())?;
         let coordinator = Coordinator::new(handle, config.clone(), vad)?;
         let (input_tx, input_rx) = bounded::<Input>(config.input_queue);
         let (events_tx, events_rx) = bounded::<TimedEvent>(config.event_queue);
@@ -252,10 +251,6 @@ impl Drop for StreamSession<'_> {
             let _ = thread.join();
         }
     }
-}
-
-fn engine_runtime(engine: &Engine) -> crate::runtime::RuntimeConfig {
-    engine.runtime_config().clone()
 }
 
 /// The state of one utterance.
@@ -480,6 +475,13 @@ impl Coordinator {
         }
     }
 
+    /// A `Stats` event every `stats_interval_s` of audio.
+    fn maybe_emit_stats(&mut self) {
+        if self.mel.samples_seen() as f64 / 16_000.0 - self.last_stats_audio_s >= self.config.stats_interval_s {
+            self.emit_stats();
+        }
+    }
+
     fn emit_stats(&mut self) {
         let audio_s = self.mel.samples_seen() as f64 / 16_000.0;
         let jobs = self.stats.partial_jobs + self.stats.final_jobs;
@@ -544,19 +546,19 @@ impl Coordinator {
         }
         self.feed_16k(&out);
         self.resampled = out;
-        if self.mel.samples_seen() as f64 / 16_000.0 - self.last_stats_audio_s >= self.config.stats_interval_s {
-            self.emit_stats();
-        }
+        self.maybe_emit_stats();
     }
 
     fn feed_16k(&mut self, samples: &[f32]) {
         self.vad_pending.extend_from_slice(samples);
         let mut offset = 0;
-        while self.vad_pending.len() - offset >= VAD_WINDOW {
-            let window: Vec<f32> = self.vad_pending[offset..offset + VAD_WINDOW].to_vec();
+        // Taken out while its windows are handled, so no window is copied.
+        let pending = std::mem::take(&mut self.vad_pending);
+        while pending.len() - offset >= VAD_WINDOW {
+            self.on_vad_window(&pending[offset..offset + VAD_WINDOW]);
             offset += VAD_WINDOW;
-            self.on_vad_window(&window);
         }
+        self.vad_pending = pending;
         self.vad_pending.drain(..offset);
     }
 
@@ -1111,9 +1113,7 @@ impl Coordinator {
             }
         }
         self.replay_deferred();
-        if self.mel.samples_seen() as f64 / 16_000.0 - self.last_stats_audio_s >= self.config.stats_interval_s {
-            self.emit_stats();
-        }
+        self.maybe_emit_stats();
     }
 
     /// Input finished: flush the resampler, the VAD and the mel tail, end the utterance, and

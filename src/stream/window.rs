@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::model::{CrossKv, WhisperModel};
 use crate::transcribe::{
     AttentionTrack, TranscribeOptions, WindowHypothesis, WindowText, Word, align_words, decode_window, detect_language,
-    initial_tokens, round_cs,
+    initial_tokens,
 };
 
 /// An attention jump back by more than this many encoder frames (0.5 s), with repeated text,
@@ -221,12 +221,7 @@ fn words_for(
     Ok(aligned
         .iter()
         .flat_map(|segment| &segment.words)
-        .map(|w| Word {
-            word: w.word.clone(),
-            start: round_cs(w.start),
-            end: round_cs(w.end.min(end_s)),
-            probability: f64::from(w.probability),
-        })
+        .map(|w| Word::from_timing(w, end_s))
         .collect())
 }
 
