@@ -80,12 +80,16 @@ pub struct EngineConfig {
 pub enum Update {
     /// Seconds of audio done so far.
     Progress(f64),
+    /// A finished segment, in order (the transcript at `Done` holds them all again).
+    Segment(crate::transcribe::Segment),
     /// The job is over.
     Done(Result<Transcript>),
 }
 
 struct Job {
     mel: Mel,
+    /// This job's options; `None`: the engine's.
+    options: Option<TranscribeOptions>,
     updates: Sender<Update>,
 }
 
@@ -297,6 +301,11 @@ impl Engine {
         self.handle.as_ref().is_some_and(|h| h.has_cross_qk)
     }
 
+    /// The model's vocabulary (prompts are encoded with it).
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.handle.as_ref().map(|h| h.tokenizer.as_ref())
+    }
+
     /// The loaded model's dimensions.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
@@ -322,13 +331,27 @@ impl Engine {
     /// Queue a job; updates arrive on the returned channel. Blocks while the worker is busy
     /// with an earlier job and one more is already queued.
     pub fn submit(&self, mel: Mel) -> Result<Receiver<Update>> {
+        self.submit_job(mel, None)
+    }
+
+    /// [`Engine::submit`] with options of its own for this job (a server request's language,
+    /// prompt, temperature, word times); they are checked against the model when the job runs.
+    pub fn submit_with(&self, mel: Mel, options: TranscribeOptions) -> Result<Receiver<Update>> {
+        self.submit_job(mel, Some(options))
+    }
+
+    fn submit_job(&self, mel: Mel, options: Option<TranscribeOptions>) -> Result<Receiver<Update>> {
         let (tx, rx) = unbounded();
         let jobs = self
             .jobs
             .as_ref()
             .ok_or_else(|| Error::Worker("engine is shut down".into()))?;
-        jobs.send(Job { mel, updates: tx })
-            .map_err(|_| Error::Worker("the inference thread has stopped".into()))?;
+        jobs.send(Job {
+            mel,
+            options,
+            updates: tx,
+        })
+        .map_err(|_| Error::Worker("the inference thread has stopped".into()))?;
         Ok(rx)
     }
 
@@ -469,6 +492,7 @@ fn wait(rx: &Receiver<Update>, progress: &mut dyn FnMut(f64)) -> Result<Transcri
     for update in rx {
         match update {
             Update::Progress(s) => progress(s),
+            Update::Segment(_) => {}
             Update::Done(result) => return result,
         }
     }
@@ -505,13 +529,22 @@ fn worker_loop(model: &mut WhisperModel, options: &TranscribeOptions, jobs: &Rec
                 Err(_) => live_open = false,
             },
             recv(if jobs_open { jobs } else { &never_jobs }) -> job => match job {
-                Ok(Job { mel, updates }) => {
+                Ok(Job {
+                    mel,
+                    options: job_options,
+                    updates,
+                }) => {
+                    let mut sent = 0;
                     let result = guarded("transcription", || {
                         transcribe_interleaved(
                             model,
                             &mel,
-                            options,
-                            &mut |s| {
+                            job_options.as_ref().unwrap_or(options),
+                            &mut |s, segments| {
+                                for segment in segments.get(sent..).unwrap_or_default() {
+                                    let _ = updates.send(Update::Segment(segment.clone()));
+                                }
+                                sent = segments.len();
                                 let _ = updates.send(Update::Progress(s));
                             },
                             &mut |model| serve_live(model, live, &mut cache),

@@ -30,6 +30,8 @@ pub mod features;
 pub mod model;
 pub mod output;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod stream;
 pub mod tokenizer;
 pub mod transcribe;

@@ -5,17 +5,33 @@
 //!
 //! Input: `*-tokens.txt`, sherpa-onnx's format: one `<base64 of the token's bytes> <id>` per line
 //! for every id below end-of-text.
+//!
+//! Text → tokens ([`Tokenizer::encode`], for prompts) ports tiktoken's byte-level BPE
+//! (`src/lib.rs`, `byte_pair_encode` / `_byte_pair_merge`, tiktoken 0.9) with the GPT-2
+//! pre-tokenizer pattern Whisper's `tokenizer.py` uses. Whisper's vocabularies rank merges by
+//! token id (the id *is* the tiktoken rank), so the table above is all BPE needs. Deviations:
+//! - the merge loop is the quadratic textbook form (tiktoken's is the same algorithm with a
+//!   cached rank per position); prompts are at most a few hundred tokens;
+//! - a byte string listed under two ids keeps the lower id (tiktoken's files have no duplicates);
+//! - special tokens are never produced from text (tiktoken's `encode_ordinary`).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 
 use crate::error::{Error, Result};
 
+/// GPT-2's pre-tokenizer (Whisper `tokenizer.py`, tiktoken's `gpt2` pattern).
+const PRETOKENIZE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
 /// Byte strings of the text tokens.
 #[derive(Debug, Clone)]
 pub struct Tokenizer {
     pieces: Vec<Vec<u8>>,
+    /// Bytes → id, built on the first [`Tokenizer::encode`].
+    ranks: OnceLock<HashMap<Vec<u8>, u32>>,
 }
 
 impl Tokenizer {
@@ -58,7 +74,40 @@ impl Tokenizer {
             .enumerate()
             .map(|(id, p)| p.ok_or((0, format!("token {id} is missing (the table must list 0..{eot})"))))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Tokenizer { pieces })
+        Ok(Tokenizer {
+            pieces,
+            ranks: OnceLock::new(),
+        })
+    }
+
+    /// Text → token ids by byte-level BPE (see the module doc). Never yields special tokens.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let ranks = self.ranks.get_or_init(|| {
+            let mut map = HashMap::with_capacity(self.pieces.len());
+            for (id, piece) in self.pieces.iter().enumerate() {
+                if !piece.is_empty() {
+                    map.entry(piece.clone()).or_insert(id as u32);
+                }
+            }
+            map
+        });
+        static PATTERN: OnceLock<fancy_regex::Regex> = OnceLock::new();
+        let pattern = PATTERN.get_or_init(|| {
+            fancy_regex::Regex::new(PRETOKENIZE).unwrap_or_else(|e| unreachable!("constant pattern: {e}"))
+        });
+        let mut out = Vec::new();
+        // A regex that gives up (backtracking limit) leaves the rest as one piece: still exact
+        // BPE, only a coarser split.
+        let mut rest_from = 0;
+        for found in pattern.find_iter(text) {
+            let Ok(m) = found else { break };
+            byte_pair_encode(m.as_str().as_bytes(), ranks, &mut out);
+            rest_from = m.end();
+        }
+        if rest_from < text.len() {
+            byte_pair_encode(&text.as_bytes()[rest_from..], ranks, &mut out);
+        }
+        out
     }
 
     /// The bytes of a text token; `None` for special and timestamp tokens.
@@ -83,6 +132,35 @@ impl Tokenizer {
     }
 }
 
+/// tiktoken's `byte_pair_encode`: merge the adjacent pair of parts whose joined bytes have the
+/// lowest rank until no joined pair is a token. Every single byte is a token in Whisper's
+/// vocabularies; a byte that is not (a damaged table) is skipped.
+fn byte_pair_encode(piece: &[u8], ranks: &HashMap<Vec<u8>, u32>, out: &mut Vec<u32>) {
+    if piece.is_empty() {
+        return;
+    }
+    if let Some(&id) = ranks.get(piece) {
+        out.push(id);
+        return;
+    }
+    // Part i is piece[bounds[i]..bounds[i + 1]].
+    let mut bounds: Vec<usize> = (0..=piece.len()).collect();
+    loop {
+        let best = bounds
+            .windows(3)
+            .enumerate()
+            .filter_map(|(i, w)| ranks.get(&piece[w[0]..w[2]]).map(|&rank| (rank, i)))
+            .min();
+        match best {
+            Some((_, i)) => {
+                bounds.remove(i + 1);
+            }
+            None => break,
+        }
+    }
+    out.extend(bounds.windows(2).filter_map(|w| ranks.get(&piece[w[0]..w[1]]).copied()));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +176,22 @@ mod tests {
             .map(|(i, p)| format!("{} {i}\n", b64(p)))
             .collect();
         Tokenizer::parse(&text, pieces.len() as u32).unwrap()
+    }
+
+    #[test]
+    fn bpe_merges_lowest_rank_first() {
+        // Ranks are ids: "ab" (3) merges before "bc" (4), so "abc" → ["ab", "c"].
+        let t = table(&[b"a", b"b", b"c", b"ab", b"bc", b" "]);
+        assert_eq!(t.encode("abc"), vec![3, 2]);
+        // The pre-tokenizer keeps the leading space with the word: " ab" is " " + "ab".
+        assert_eq!(t.encode("ab ab"), vec![3, 5, 3]);
+    }
+
+    #[test]
+    fn bpe_whole_piece_is_one_token() {
+        let t = table(&[b"a", b"b", b"ba", b" ab"]);
+        assert_eq!(t.encode(" ab"), vec![3]);
+        assert_eq!(t.encode("ba"), vec![2]);
     }
 
     #[test]

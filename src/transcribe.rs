@@ -76,6 +76,10 @@ pub struct TranscribeOptions {
     pub word_timestamps: bool,
     /// Seed of the sampler used at temperatures > 0. Default: 0.
     pub seed: u64,
+    /// Text tokens that precede the first window as its prompt (Whisper's `initial_prompt`,
+    /// encoded with [`crate::tokenizer::Tokenizer::encode`]): spellings, names, a style.
+    /// Default: none.
+    pub initial_prompt: Vec<u32>,
 }
 
 impl Default for TranscribeOptions {
@@ -97,6 +101,7 @@ impl Default for TranscribeOptions {
             min_window_s: 10.0,
             word_timestamps: false,
             seed: 0,
+            initial_prompt: Vec::new(),
         }
     }
 }
@@ -490,16 +495,18 @@ pub fn transcribe(
     options: &TranscribeOptions,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Transcript> {
-    transcribe_interleaved(model, mel, options, progress, &mut |_| {})
+    transcribe_interleaved(model, mel, options, &mut |s, _| progress(s), &mut |_| {})
 }
 
 /// [`transcribe`], calling `between` with the model before each window: the inference worker
 /// serves live streams there, so a long batch job never holds them back by more than one window.
+/// `progress` hears the seconds done and the segments so far (they only grow), so a caller can
+/// pass finished segments on while the rest is decoded.
 pub fn transcribe_interleaved(
     model: &mut WhisperModel,
     mel: &Mel,
     options: &TranscribeOptions,
-    progress: &mut dyn FnMut(f64),
+    progress: &mut dyn FnMut(f64, &[Segment]),
     between: &mut dyn FnMut(&mut WhisperModel),
 ) -> Result<Transcript> {
     options.validate()?;
@@ -512,7 +519,8 @@ pub fn transcribe_interleaved(
     let min_frames = (options.min_window_s * 100.0).round() as usize;
 
     let mut seek = 0usize;
-    let mut all_tokens: Vec<u32> = Vec::new();
+    // Whisper: the initial prompt leads the tokens so far, so it prompts until the first reset.
+    let mut all_tokens: Vec<u32> = options.initial_prompt.clone();
     let mut prompt_reset_since = 0usize;
     let mut segments: Vec<Segment> = Vec::new();
     let mut language: Option<(String, u32)> = match &options.language {
@@ -534,7 +542,7 @@ pub fn transcribe_interleaved(
             if peak < min {
                 tracing::debug!(seek, peak, "window is silent (energy gate)");
                 seek += segment_size;
-                progress(seek.min(content_frames) as f64 / 100.0);
+                progress(seek.min(content_frames) as f64 / 100.0, &segments);
                 continue;
             }
         }
@@ -583,7 +591,7 @@ pub fn transcribe_interleaved(
         if is_silence(&hyp, &options.thresholds) {
             tracing::debug!(seek, no_speech = hyp.no_speech_prob, "window is silence");
             seek += segment_size;
-            progress(seek.min(content_frames) as f64 / 100.0);
+            progress(seek.min(content_frames) as f64 / 100.0, &segments);
             continue;
         }
 
@@ -645,9 +653,9 @@ pub fn transcribe_interleaved(
             prompt_reset_since = all_tokens.len();
         }
         seek = next_seek;
-        progress(seek.min(content_frames) as f64 / 100.0);
+        progress(seek.min(content_frames) as f64 / 100.0, &segments);
     }
-    progress(duration);
+    progress(duration, &segments);
     Ok(Transcript {
         segments,
         language: language.map(|l| l.0),

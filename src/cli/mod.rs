@@ -4,6 +4,8 @@
 mod bench;
 mod eval;
 mod live;
+#[cfg(feature = "server")]
+mod serve;
 mod transcribe;
 
 use std::path::PathBuf;
@@ -40,6 +42,9 @@ enum Command {
     Listen(live::ListenArgs),
     /// Benchmark the live engine on a folder fed as one stream (WER, latencies, CPU, memory; JSON).
     StreamBench(bench::BenchArgs),
+    /// Serve transcription over HTTP (OpenAI-compatible), WebSocket streaming and a live web page.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 /// Which model and where it runs.
@@ -214,5 +219,7 @@ pub fn run() -> Result<ExitCode> {
         Command::Stream(args) => live::run_stream(args),
         Command::Listen(args) => live::run_listen(args),
         Command::StreamBench(args) => bench::run(args),
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve::run(args),
     }
 }

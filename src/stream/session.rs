@@ -146,6 +146,8 @@ pub struct StreamSession<'e> {
     pacing: Pacing,
     coordinator: Option<JoinHandle<()>>,
     _engine: PhantomData<&'e Engine>,
+    /// The engine of a [`StreamSession::start_shared`] stream, kept alive by it.
+    _shared: Option<Arc<Engine>>,
 }
 
 impl std::fmt::Debug for StreamSession<'_> {
@@ -163,6 +165,12 @@ impl<'e> StreamSession<'e> {
     /// Start a stream on `engine`'s worker. Fails when the configuration is invalid or does
     /// not fit the model, or the VAD model cannot be loaded.
     pub fn start(engine: &'e Engine, config: StreamConfig) -> Result<StreamSession<'e>> {
+        Self::spawn(engine, config, None)
+    }
+
+    /// Start the coordinator; the lifetime is the caller's ([`StreamSession::start`] borrows
+    /// the engine, [`StreamSession::start_shared`] owns a reference to it).
+    fn spawn(engine: &Engine, config: StreamConfig, shared: Option<Arc<Engine>>) -> Result<StreamSession<'e>> {
         config.validate()?;
         let handle = engine.handle()?;
         let vad = detector(&config.vad, engine.runtime_config())?;
@@ -182,6 +190,7 @@ impl<'e> StreamSession<'e> {
             pacing: config.pacing,
             coordinator: Some(thread),
             _engine: PhantomData,
+            _shared: shared,
         })
     }
 
@@ -242,11 +251,22 @@ impl<'e> StreamSession<'e> {
     }
 }
 
+impl StreamSession<'static> {
+    /// [`StreamSession::start`] on a shared engine, for streams that live as long as they like
+    /// (a server's connections); the engine stays loaded while any stream holds it.
+    pub fn start_shared(engine: Arc<Engine>, config: StreamConfig) -> Result<StreamSession<'static>> {
+        let kept = engine.clone();
+        Self::spawn(&engine, config, Some(kept))
+    }
+}
+
 impl Drop for StreamSession<'_> {
     fn drop(&mut self) {
-        self.finish();
-        // Nobody reads the events any more: dropping the receiver ends the coordinator's sends.
+        // Nobody reads the events any more: dropping the receiver first ends the coordinator's
+        // sends, so it cannot sit blocked on a full event queue while `finish` waits for room
+        // in the input queue (a server client that stopped reading).
         self.events.take();
+        self.finish();
         if let Some(thread) = self.coordinator.take() {
             let _ = thread.join();
         }

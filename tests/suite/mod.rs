@@ -3,4 +3,5 @@ mod common;
 mod engine;
 mod mel;
 mod outputs;
+mod server;
 mod stream;

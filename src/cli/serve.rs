@@ -1,0 +1,114 @@
+//! `steno serve`: flags → [`ServerConfig`] (validated once), a tokio runtime, and the library's
+//! [`Server`]; the model loads while the socket already answers `/health` with 503.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use steno::server::{Server, ServerConfig};
+use steno::stream::{VadConfig, VadKind};
+use steno::{Engine, StreamConfig};
+
+use super::{DecodeArgs, ModelArgs, engine_config};
+
+/// Options of the server (defaults: `ServerConfig::default()` and `StreamConfig::default()`).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; loopback by default (0.0.0.0:8080 serves every interface).
+    #[arg(long, default_value_t = ServerConfig::default().listen)]
+    listen: SocketAddr,
+    /// Live streams at once; one more is refused (HTTP 503 or WebSocket close 1013).
+    #[arg(long, default_value_t = ServerConfig::default().max_streams)]
+    max_streams: usize,
+    /// Largest upload in MiB (413 above it).
+    #[arg(long, default_value_t = ServerConfig::default().max_upload_mb)]
+    max_upload_mb: usize,
+    /// Close a WebSocket that sends nothing (or reads nothing) for this many seconds.
+    #[arg(long, default_value_t = ServerConfig::default().idle_timeout_s)]
+    idle_timeout_s: u64,
+    /// Require `Authorization: Bearer <key>` on every endpoint but /health and the page.
+    #[arg(long, env = "STENO_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Allow cross-origin requests from this origin (repeat it; `*` for any). Off by default.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
+    /// Voice activity detector of live streams: silero or energy.
+    #[arg(long, default_value_t = VadConfig::default().kind.to_string())]
+    vad: String,
+    /// Live streams re-decode the utterance every this many ms (a client's config may change it).
+    #[arg(long, default_value_t = StreamConfig::default().hop_ms)]
+    hop_ms: u32,
+    #[command(flatten)]
+    decode: DecodeArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+impl ServeArgs {
+    fn config(&self) -> Result<ServerConfig> {
+        let language = (self.decode.language != "auto").then(|| self.decode.language.clone());
+        let config = ServerConfig {
+            listen: self.listen,
+            max_streams: self.max_streams,
+            max_upload_mb: self.max_upload_mb,
+            idle_timeout_s: self.idle_timeout_s,
+            api_key: self.api_key.clone(),
+            cors_origins: self.cors_origins.clone(),
+            model_name: self.model.model.clone(),
+            stream: StreamConfig {
+                vad: VadConfig {
+                    kind: self.vad.parse::<VadKind>()?,
+                    ..VadConfig::default()
+                },
+                hop_ms: self.hop_ms,
+                language,
+                ..StreamConfig::default()
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    let config = args.config()?;
+    let engine = engine_config(&args.model, &args.decode)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("steno-server")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        // Scripts and tests wait for this line (the port, when --listen asked for port 0).
+        eprintln!("steno serve: listening on http://{addr}");
+        server.run(move || Engine::start(engine), shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM: stop accepting and let open requests finish.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+    eprintln!("steno serve: shutting down");
+}

@@ -1,0 +1,341 @@
+//! `steno serve`: the network front end, on tokio and axum.
+//!
+//! ```text
+//! GET  /health                    ready once the model is loaded (no key needed)
+//! GET  /v1/models                 the loaded model
+//! POST /v1/audio/transcriptions   OpenAI-compatible batch transcription (json, text, srt, vtt,
+//!                                 verbose_json; stream=true → server-sent events)   http.rs
+//! GET  /v1/stream                 WebSocket: config, audio frames, end → live events   ws.rs
+//! GET  /  /app.js /worklet.js /style.css   the live web page (compiled in)         web/
+//! ```
+//!
+//! One [`Engine`] serves everything: its worker runs live window jobs before batch windows, so
+//! an hour-long upload does not stall the streams (engine.rs). Each WebSocket is a
+//! [`crate::StreamSession`] of its own; each upload is one engine job. Blocking work (audio
+//! decoding, waiting on the engine, a stream's shutdown) runs on tokio's blocking pool, never
+//! on the async workers. Limits ([`ServerConfig`]) bound streams, upload size and idle time;
+//! every client mistake is answered for that request alone (protocol.rs names the field).
+
+mod error;
+mod http;
+pub mod protocol;
+mod ws;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+
+pub use self::error::ApiError;
+use crate::error::{Error, Result};
+use crate::{Engine, StreamConfig};
+
+/// Settings of the server (documented defaults in [`ServerConfig::default`]).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to bind. Default: 127.0.0.1:8080 (loopback only).
+    pub listen: SocketAddr,
+    /// Live streams at once; one more is refused (HTTP 503 or WebSocket close 1013). Default: 16.
+    pub max_streams: usize,
+    /// Largest upload, in MiB (413 above it). Default: 100.
+    pub max_upload_mb: usize,
+    /// A WebSocket that sends nothing for this long is closed. Default: 30 s.
+    pub idle_timeout_s: u64,
+    /// When set, every endpoint but `/health` and the page's static files needs
+    /// `Authorization: Bearer <key>` (WebSockets may pass `?api_key=<key>`). Default: none.
+    pub api_key: Option<String>,
+    /// Origins allowed by CORS (`*` for any); empty: CORS off. Default: empty.
+    pub cors_origins: Vec<String>,
+    /// The model's name in `/v1/models`. Default: `whisper`.
+    pub model_name: String,
+    /// Defaults of every WebSocket stream (a client's config overrides some of them).
+    pub stream: StreamConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_streams: 16,
+            max_upload_mb: 100,
+            idle_timeout_s: 30,
+            api_key: None,
+            cors_origins: Vec::new(),
+            model_name: "whisper".into(),
+            stream: StreamConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Check every value; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_streams == 0 {
+            return Err(Error::config("max_streams", "must be at least 1"));
+        }
+        if !(1..=4096).contains(&self.max_upload_mb) {
+            return Err(Error::config("max_upload_mb", "must be in 1..=4096 MiB"));
+        }
+        if self.idle_timeout_s == 0 {
+            return Err(Error::config("idle_timeout_s", "must be at least 1 second"));
+        }
+        if self.api_key.as_deref().is_some_and(str::is_empty) {
+            return Err(Error::config("api_key", "is empty"));
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && HeaderValue::from_str(origin).is_err() {
+                return Err(Error::config(
+                    "cors_origins",
+                    format!("`{origin}` is not a valid origin"),
+                ));
+            }
+        }
+        self.stream.validate()
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct AppState {
+    config: ServerConfig,
+    /// Set once the model is loaded (`/health` is 503 until then).
+    engine: OnceLock<Arc<Engine>>,
+    streams: AtomicUsize,
+    uploads: AtomicUsize,
+    next_stream: std::sync::atomic::AtomicU64,
+}
+
+impl AppState {
+    fn engine(&self) -> std::result::Result<Arc<Engine>, ApiError> {
+        self.engine.get().cloned().ok_or_else(|| {
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "model_loading",
+                "the model is still loading; retry when /health answers 200",
+            )
+        })
+    }
+
+    /// Take a stream slot, or `None` at `max_streams`.
+    fn try_stream_slot(self: &Arc<Self>) -> Option<Slot> {
+        let taken = self
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.config.max_streams).then_some(n + 1)
+            })
+            .is_ok();
+        taken.then(|| Slot {
+            state: self.clone(),
+            counter: Counter::Streams,
+        })
+    }
+
+    fn upload_slot(self: &Arc<Self>) -> Slot {
+        self.uploads.fetch_add(1, Ordering::AcqRel);
+        Slot {
+            state: self.clone(),
+            counter: Counter::Uploads,
+        }
+    }
+}
+
+enum Counter {
+    Streams,
+    Uploads,
+}
+
+/// A counted stream or upload; dropping it gives the count back, however the request ended.
+pub(crate) struct Slot {
+    state: Arc<AppState>,
+    counter: Counter,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let counter = match self.counter {
+            Counter::Streams => &self.state.streams,
+            Counter::Uploads => &self.state.uploads,
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A bound server, not yet serving.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Check the config and bind its address (port 0 picks a free one; see
+    /// [`Server::local_addr`]). Must be called inside a tokio runtime.
+    pub async fn bind(config: ServerConfig) -> Result<Server> {
+        config.validate()?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::config("listen", format!("cannot listen on {}: {e}", config.listen)))?;
+        let state = Arc::new(AppState {
+            config,
+            engine: OnceLock::new(),
+            streams: AtomicUsize::new(0),
+            uploads: AtomicUsize::new(0),
+            next_stream: std::sync::atomic::AtomicU64::new(1),
+        });
+        Ok(Server { listener, state })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::config("listen", e.to_string()))
+    }
+
+    /// Load the model with `load` (on a blocking thread, while `/health` answers 503), then
+    /// serve until `shutdown` resolves. A model that fails to load ends the server with its error.
+    pub async fn run(
+        self,
+        load: impl FnOnce() -> Result<Engine> + Send + 'static,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let app = router(self.state.clone());
+        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || match load() {
+            Ok(engine) => {
+                let _ = state.engine.set(Arc::new(engine));
+                tracing::info!("model loaded; ready");
+            }
+            Err(e) => {
+                let _ = failed_tx.send(e);
+            }
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<Error>>();
+        let stop_on_failure = async move {
+            if let Ok(error) = failed_rx.await {
+                let _ = stop_tx.send(Some(error));
+            }
+        };
+        tokio::spawn(stop_on_failure);
+        let load_error: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
+        let seen = load_error.clone();
+        let stop = async move {
+            tokio::select! {
+                () = shutdown => {}
+                stopped = stop_rx => match stopped {
+                    Ok(Some(e)) => *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e),
+                    // The model loaded (the sender is gone without a word): serve on.
+                    _ => std::future::pending::<()>().await,
+                },
+            }
+        };
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .map_err(|e| Error::Worker(format!("server failed: {e}")))?;
+        let failed = load_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        failed.map_or(Ok(()), Err)
+    }
+}
+
+/// All routes, with authentication, CORS and the upload limit.
+fn router(state: Arc<AppState>) -> Router {
+    let upload_limit = state.config.max_upload_mb * 1024 * 1024;
+    let api = Router::new()
+        .route("/v1/models", get(http::models))
+        .route(
+            "/v1/audio/transcriptions",
+            // Room for the multipart framing and the other fields around the file.
+            post(http::transcriptions).layer(DefaultBodyLimit::max(upload_limit + 64 * 1024)),
+        )
+        .route("/v1/stream", get(ws::stream))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
+    let mut app = Router::new()
+        .route("/health", get(http::health))
+        .route(
+            "/",
+            get(|| async { page("text/html; charset=utf-8", include_str!("web/index.html")) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page("text/javascript; charset=utf-8", include_str!("web/app.js")) }),
+        )
+        .route(
+            "/worklet.js",
+            get(|| async { page("text/javascript; charset=utf-8", include_str!("web/worklet.js")) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { page("text/css; charset=utf-8", include_str!("web/style.css")) }),
+        )
+        .merge(api)
+        .fallback(|| async { ApiError::status(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state.clone());
+    if let Some(cors) = cors_layer(&state.config.cors_origins) {
+        app = app.layer(cors);
+    }
+    app
+}
+
+fn page(content_type: &'static str, body: &'static str) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods(Any)
+            .allow_headers(Any)
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// `Authorization: Bearer <key>` (or, for the WebSocket, `?api_key=<key>`), compared in
+/// constant time; 401 in OpenAI's shape otherwise.
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let Some(expected) = state.config.api_key.as_deref() else {
+        return next.run(request).await;
+    };
+    let bearer = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let query_key = request.uri().query().and_then(|q| {
+        q.split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == "api_key")
+            .map(|(_, v)| v)
+    });
+    let matches = |given: &str| bool::from(given.as_bytes().ct_eq(expected.as_bytes()));
+    if bearer.is_some_and(matches) || query_key.is_some_and(matches) {
+        return next.run(request).await;
+    }
+    ApiError::status(
+        StatusCode::UNAUTHORIZED,
+        "invalid_api_key",
+        "missing or wrong API key: send `Authorization: Bearer <key>`",
+    )
+    .into_response()
+}
