@@ -18,7 +18,9 @@ seconds later into the file for each further round of files (so equal files do n
 lockstep; playback wraps around the file's end), in 100 ms chunks, chunk k sent at t0 + k*0.1 s,
 for --seconds (default: the file's length), then {"type":"end"}. The latency of a final is its
 arrival time minus the time the chunk holding its `end` sample was sent (= t0 + end when the client
-keeps pace). Per stream: finals, latency p50/p95/max, dropped_samples of the last stats event, the
+keeps pace), counted for finals with reason "silence" only (a max-length cut or the end-of-input
+flush has no end of speech); compute_p50/p95_s is the server's compute_ms (endpoint decision to
+final: queueing and decoding). Per stream: finals, latency p50/p95/max, dropped_samples of the last stats event, the
 client's worst lateness in sending a chunk (max_send_lag_s), the close code. ok = every stream
 closed with 1000 after a stats event, has finals, p95 <= --max-p95 (1.0 s) and dropped == 0.
 With --pid, the server's RSS (VmRSS of /proc/PID/status) is sampled before, during (every 0.25 s)
@@ -119,7 +121,7 @@ async def one_stream(i: int, args, audio: bytes, rate: int, name: str, offset_s:
         return b
 
     res = {"stream": i, "file": name, "offset_s": round(offset_s, 1), "audio_s": round(total_bytes / width / rate, 2),
-           "finals": 0, "partials": 0, "latencies": [], "dropped": None, "stats": None, "close_code": None,
+           "finals": 0, "partials": 0, "latencies": [], "other_finals": 0, "compute_ms": [], "dropped": None, "stats": None, "close_code": None,
            "errors": [], "warnings": 0, "max_send_lag_s": 0.0}
     url = args.base_url.rstrip("/")
     url = ("wss://" + url[8:] if url.startswith("https://") else "ws://" + url.split("://", 1)[-1]) + "/v1/stream"
@@ -186,7 +188,15 @@ async def one_stream(i: int, args, audio: bytes, rate: int, name: str, offset_s:
                     end = float(ev.get("end", 0.0))
                     k = min(max(math.ceil(end / CHUNK_S) - 1, 0), n_chunks - 1)
                     ref = sent_at[k] if k < len(sent_at) else t0 + end
-                    res["latencies"].append(now - ref)
+                    # End-of-speech latency is only defined for finals the speaker's pause
+                    # ended; a max-length cut ends at an earlier committed word while speech
+                    # goes on, and the end-of-input flush follows the client's `end`.
+                    if ev.get("reason", "silence") == "silence":
+                        res["latencies"].append(now - ref)
+                    else:
+                        res["other_finals"] += 1
+                    if "compute_ms" in ev:
+                        res["compute_ms"].append(float(ev["compute_ms"]) / 1e3)
                 elif kind == "partial":
                     res["partials"] += 1
                 elif kind == "stats":
@@ -247,7 +257,8 @@ async def run_streams(args, n: int, files: list[tuple[str, bytes, int]]) -> dict
         st = r["stats"] or {}
         per_stream.append({
             "stream": r["stream"], "file": r["file"], "offset_s": r["offset_s"], "audio_s": r["audio_s"],
-            "finals": r["finals"], "partials": r["partials"],
+            "finals": r["finals"], "partials": r["partials"], "finals_not_at_silence": r["other_finals"],
+            "compute_p50_s": r3(pct(r["compute_ms"], 50)), "compute_p95_s": r3(pct(r["compute_ms"], 95)),
             "p50_s": r3(pct(lat, 50)), "p95_s": r3(p95), "max_s": r3(max(lat) if lat else None),
             "dropped": r["dropped"], "max_send_lag_s": r3(r["max_send_lag_s"]),
             "rtf": st.get("real_time_factor"), "mean_decode_ms": st.get("mean_decode_ms"),

@@ -16,10 +16,14 @@
 //! Live streams ([`crate::stream`]) send window jobs on a second, unbounded channel through an
 //! [`EngineHandle`] (each stream keeps at most one job queued or running, so the channel stays
 //! short). The worker always serves window jobs first, and between the windows of a batch
-//! clip, so a long file never holds a live stream back by more than one window. A panic inside
+//! clip, so a long file never holds a live stream back by more than one window. Among window
+//! jobs, finals go first (many streams on one worker: an utterance's end never queues behind
+//! other streams' partials), and a partial its stream has cancelled is dropped unrun. A panic inside
 //! any job becomes that job's error ([`Error::Worker`]) and the worker goes on serving.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -97,6 +101,78 @@ struct Job {
 pub(crate) struct LiveJob {
     pub(crate) job: WindowJob,
     pub(crate) reply: Sender<Result<WindowOutcome>>,
+    /// Whether the job is queued, started or cancelled (see [`Ticket`]).
+    pub(crate) ticket: Ticket,
+}
+
+/// A live job's state, shared by the stream and the worker: queued, then either started (by
+/// the worker) or cancelled (by the stream, when a partial is overtaken by the utterance's
+/// end), never both: whoever moves it first wins. A cancelled job is dropped unrun, so the
+/// stream can queue its final at once instead of waiting for a partial nobody needs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ticket(Arc<AtomicU8>);
+
+impl Ticket {
+    const QUEUED: u8 = 0;
+    const STARTED: u8 = 1;
+    const CANCELLED: u8 = 2;
+
+    /// The worker takes the job; `false`: it was cancelled first.
+    fn start(&self) -> bool {
+        self.0
+            .compare_exchange(Self::QUEUED, Self::STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The stream withdraws the job; `false`: the worker has already started it (its outcome
+    /// will come).
+    pub(crate) fn cancel(&self) -> bool {
+        self.0
+            .compare_exchange(Self::QUEUED, Self::CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::CANCELLED
+    }
+}
+
+/// Live jobs that reached the worker and wait their turn (see [`pick_next`]).
+#[derive(Default)]
+struct LiveQueue {
+    pending: VecDeque<LiveJob>,
+}
+
+impl LiveQueue {
+    /// Take what has arrived; `false` once the channel is closed and empty.
+    fn refill(&mut self, live: &Receiver<LiveJob>) -> bool {
+        loop {
+            match live.try_recv() {
+                Ok(job) => self.pending.push_back(job),
+                Err(crossbeam_channel::TryRecvError::Empty) => return true,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    fn pop(&mut self) -> Option<LiveJob> {
+        loop {
+            let job = pick_next(&mut self.pending, |j| j.job.is_final, |j| j.ticket.is_cancelled())?;
+            // Cancelled between the pick and now: drop it and pick again.
+            if job.ticket.start() {
+                return Some(job);
+            }
+        }
+    }
+}
+
+/// The next job of a live queue: the oldest final if any (the end of an utterance is what a
+/// speaker waits for; a partial only refreshes text already shown), else the oldest partial.
+/// Cancelled jobs are dropped on the way.
+fn pick_next<T>(pending: &mut VecDeque<T>, is_final: impl Fn(&T) -> bool, cancelled: impl Fn(&T) -> bool) -> Option<T> {
+    pending.retain(|j| !cancelled(j));
+    let at = pending.iter().position(is_final).unwrap_or(0);
+    pending.remove(at)
 }
 
 /// What the worker reports once the model is loaded.
@@ -134,12 +210,18 @@ impl std::fmt::Debug for EngineHandle {
 
 impl EngineHandle {
     /// Queue a window job; its outcome arrives on the returned channel.
-    pub(crate) fn submit_window(&self, job: WindowJob) -> Result<Receiver<Result<WindowOutcome>>> {
+    /// The returned ticket cancels the job while the worker has not started it.
+    pub(crate) fn submit_window(&self, job: WindowJob) -> Result<(Receiver<Result<WindowOutcome>>, Ticket)> {
         let (reply, rx) = bounded(1);
+        let ticket = Ticket::default();
         self.live
-            .send(LiveJob { job, reply })
+            .send(LiveJob {
+                job,
+                reply,
+                ticket: ticket.clone(),
+            })
             .map_err(|_| Error::Worker("the inference thread has stopped".into()))?;
-        Ok(rx)
+        Ok((rx, ticket))
     }
 }
 
@@ -160,15 +242,26 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Serve every queued live job.
-fn serve_live(model: &mut WhisperModel, live: &Receiver<LiveJob>, cache: &mut WindowCache) {
-    while let Ok(job) = live.try_recv() {
+fn serve_live(model: &mut WhisperModel, live: &Receiver<LiveJob>, queue: &mut LiveQueue, cache: &mut WindowCache) {
+    queue.refill(live);
+    while let Some(job) = queue.pop() {
         serve_one(model, job, cache);
+        queue.refill(live);
     }
 }
 
-fn serve_one(model: &mut WhisperModel, LiveJob { job, reply }: LiveJob, cache: &mut WindowCache) {
+fn serve_one(model: &mut WhisperModel, LiveJob { job, reply, .. }: LiveJob, cache: &mut WindowCache) {
     let what = format!("live window of stream {}", job.stream);
+    let started = std::time::Instant::now();
     let result = guarded(&what, || run_window(model, &job, cache));
+    tracing::debug!(
+        stream = job.stream,
+        is_final = job.is_final,
+        frames = job.frames,
+        content_frames = job.content_frames,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "window job"
+    );
     let _ = reply.send(result);
 }
 
@@ -516,16 +609,21 @@ impl Drop for Engine {
 fn worker_loop(model: &mut WhisperModel, options: &TranscribeOptions, jobs: &Receiver<Job>, live: &Receiver<LiveJob>) {
     let (mut jobs_open, mut live_open) = (true, true);
     let mut cache = WindowCache::default();
-    while jobs_open || live_open {
-        if let Ok(job) = live.try_recv() {
+    let mut queue = LiveQueue::default();
+    loop {
+        live_open &= queue.refill(live);
+        if let Some(job) = queue.pop() {
             serve_one(model, job, &mut cache);
             continue;
+        }
+        if !jobs_open && !live_open {
+            break;
         }
         let never_jobs = crossbeam_channel::never();
         let never_live = crossbeam_channel::never();
         crossbeam_channel::select! {
             recv(if live_open { live } else { &never_live }) -> job => match job {
-                Ok(job) => serve_one(model, job, &mut cache),
+                Ok(job) => queue.pending.push_back(job),
                 Err(_) => live_open = false,
             },
             recv(if jobs_open { jobs } else { &never_jobs }) -> job => match job {
@@ -547,7 +645,7 @@ fn worker_loop(model: &mut WhisperModel, options: &TranscribeOptions, jobs: &Rec
                                 sent = segments.len();
                                 let _ = updates.send(Update::Progress(s));
                             },
-                            &mut |model| serve_live(model, live, &mut cache),
+                            &mut |model| serve_live(model, live, &mut queue, &mut cache),
                         )
                     });
                     let _ = updates.send(Update::Done(result));
@@ -555,5 +653,49 @@ fn worker_loop(model: &mut WhisperModel, options: &TranscribeOptions, jobs: &Rec
                 Err(_) => jobs_open = false,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (name, is_final, cancelled)
+    fn queue(jobs: &[(&'static str, bool, bool)]) -> VecDeque<(&'static str, bool, bool)> {
+        jobs.iter().copied().collect()
+    }
+
+    fn drain(mut q: VecDeque<(&'static str, bool, bool)>) -> Vec<&'static str> {
+        std::iter::from_fn(|| pick_next(&mut q, |j| j.1, |j| j.2).map(|j| j.0)).collect()
+    }
+
+    #[test]
+    fn finals_go_before_partials_each_in_arrival_order() {
+        let q = queue(&[
+            ("p1", false, false),
+            ("f1", true, false),
+            ("p2", false, false),
+            ("f2", true, false),
+        ]);
+        assert_eq!(drain(q), ["f1", "f2", "p1", "p2"]);
+    }
+
+    #[test]
+    fn a_ticket_is_started_or_cancelled_never_both() {
+        let ticket = Ticket::default();
+        assert!(ticket.cancel());
+        assert!(!ticket.start());
+        assert!(ticket.is_cancelled());
+        let ticket = Ticket::default();
+        assert!(ticket.start());
+        assert!(!ticket.cancel());
+        assert!(!ticket.is_cancelled());
+    }
+
+    #[test]
+    fn cancelled_jobs_are_dropped_unrun() {
+        let q = queue(&[("p1", false, true), ("p2", false, false), ("f1", true, true)]);
+        assert_eq!(drain(q), ["p2"]);
+        assert!(drain(queue(&[])).is_empty());
     }
 }

@@ -66,6 +66,12 @@ pub struct LiveArgs {
     /// Re-decode the previous hypothesis token by token instead of verifying it in one call.
     #[arg(long)]
     no_draft: bool,
+    /// Seconds of padding after a window's audio (dynamic-length encoders).
+    #[arg(long, default_value_t = StreamConfig::default().window_pad_s)]
+    window_pad_s: f32,
+    /// Shortest encoder window in seconds (dynamic-length encoders).
+    #[arg(long, default_value_t = StreamConfig::default().min_window_s)]
+    min_window_s: f32,
     #[command(flatten)]
     model: ModelArgs,
 }
@@ -89,6 +95,8 @@ impl LiveArgs {
             prompt_max_tokens: self.prompt_tokens,
             context_s: self.context_s,
             verify_draft: !self.no_draft,
+            window_pad_s: self.window_pad_s,
+            min_window_s: self.min_window_s,
             language: self.language.clone(),
             pacing,
             ..StreamConfig::default()

@@ -51,6 +51,12 @@ pub struct StreamConfig {
     /// Verify the previous hypothesis in one decoder call instead of re-decoding it token by
     /// token (same output, fewer calls). Default: true.
     pub verify_draft: bool,
+    /// Seconds of padding after a window's audio (dynamic-length encoders): Whisper expects
+    /// speech to be followed by more audio, and a window that ends at the last word tends to
+    /// lose it. Default: 5.
+    pub window_pad_s: f32,
+    /// Shortest encoder window (dynamic-length encoders), seconds. Default: 10.
+    pub min_window_s: f32,
     /// Language code for multilingual models (`None`: detected per window; English-only
     /// models take only `en`). Default: none.
     pub language: Option<String>,
@@ -76,6 +82,8 @@ impl Default for StreamConfig {
             prompt_max_tokens: 64,
             context_s: 10.0,
             verify_draft: true,
+            window_pad_s: 5.0,
+            min_window_s: 10.0,
             language: None,
             pacing: Pacing::Live,
             input_queue: 512,
@@ -119,6 +127,18 @@ impl StreamConfig {
                 format!("{} is not in 0..=25 seconds", self.context_s),
             ));
         }
+        if !(self.window_pad_s.is_finite() && (0.0..=10.0).contains(&self.window_pad_s)) {
+            return Err(Error::config(
+                "window_pad_s",
+                format!("{} is not in 0..=10 seconds", self.window_pad_s),
+            ));
+        }
+        if !(self.min_window_s.is_finite() && (1.0..=30.0).contains(&self.min_window_s)) {
+            return Err(Error::config(
+                "min_window_s",
+                format!("{} is not in 1..=30 seconds", self.min_window_s),
+            ));
+        }
         if self.input_queue == 0 || self.event_queue == 0 {
             return Err(Error::config("input_queue", "queues need room for at least one item"));
         }
@@ -146,6 +166,8 @@ impl StreamConfig {
             condition_on_previous_text: true,
             word_timestamps: false,
             language: self.language.clone(),
+            pad_s: self.window_pad_s,
+            min_window_s: self.min_window_s,
             ..engine.clone()
         }
     }

@@ -23,5 +23,5 @@ pub mod window;
 
 pub use commit::PolicyKind;
 pub use config::{Pacing, StreamConfig};
-pub use session::{AudioSender, StreamEvent, StreamSession, StreamStats, TimedEvent};
+pub use session::{AudioSender, EndReason, StreamEvent, StreamSession, StreamStats, TimedEvent};
 pub use vad::{VadConfig, VadKind};

@@ -67,6 +67,8 @@ pub enum StreamEvent {
         words: Option<Vec<Word>>,
         /// Milliseconds from the endpoint decision to this event (queueing and decoding).
         compute_ms: f64,
+        /// Why the utterance ended.
+        reason: EndReason,
     },
     /// Running totals.
     Stats(StreamStats),
@@ -74,6 +76,19 @@ pub enum StreamEvent {
     Warning { message: String },
     /// A job failed; the stream goes on (the utterance keeps what was committed).
     Error { message: String },
+}
+
+/// Why an utterance ended (the `reason` of a final).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The speaker paused (`min_silence_ms` of silence): `end` is where speech stopped.
+    Silence,
+    /// The utterance reached `max_utterance_s` and was cut at its last committed word; the
+    /// speech goes on in the next utterance.
+    MaxLength,
+    /// The input ended.
+    EndOfInput,
 }
 
 /// Running totals of a stream.
@@ -314,6 +329,8 @@ enum Endpoint {
 /// A window job on the worker.
 struct InFlight {
     rx: Receiver<Result<WindowOutcome>>,
+    /// Cancels the job while it waits in the worker's queue (see `request_endpoint`).
+    ticket: crate::engine::Ticket,
     kind: JobKind,
     /// Mel frames the job's window starts at and holds (context included).
     start_frame: u64,
@@ -340,6 +357,7 @@ enum JobKind {
     Final {
         end_frame: u64,
         decided: Instant,
+        reason: EndReason,
         cut: Option<u64>,
     },
 }
@@ -699,8 +717,17 @@ impl Coordinator {
 
     fn request_endpoint(&mut self, endpoint: Endpoint) {
         let decided = Instant::now();
+        // A partial still queued behind other streams' jobs is not worth waiting for: withdraw
+        // it and queue the final now (the worker serves finals first). One already running
+        // returns first and the final follows it.
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|job| matches!(job.kind, JobKind::Partial) && job.ticket.cancel())
+        {
+            self.in_flight = None;
+        }
         if self.in_flight.is_some() {
-            // The job in flight returns first (a partial); the final follows it.
             self.endpoint = Some((endpoint, decided));
             if self.config.pacing == Pacing::Lockstep {
                 self.wait_in_flight();
@@ -762,15 +789,21 @@ impl Coordinator {
         let content = end_frame.saturating_sub(start) as usize;
         let forced = u.committed.clone();
         let cut_at_commit = matches!(endpoint, Endpoint::MaxLength) && cut != Some(now_frame);
+        let reason = match endpoint {
+            Endpoint::Silence { .. } => EndReason::Silence,
+            Endpoint::MaxLength => EndReason::MaxLength,
+            Endpoint::Finished { .. } => EndReason::EndOfInput,
+        };
         if content < 10 || (!self.has_speech_energy(start, content) && forced.is_empty()) {
             // Nothing to hear: the utterance ends without text (and without events if it
             // never showed any).
-            self.close_utterance(end_frame, cut, decided, None);
+            self.close_utterance(end_frame, cut, decided, reason, None);
             return;
         }
         let kind = JobKind::Final {
             end_frame,
             decided,
+            reason,
             cut,
         };
         // Nothing heard since the last partial (its window reaches the end of speech): the
@@ -896,6 +929,7 @@ impl Coordinator {
             language: self.language,
             track_attention: self.track_attention,
             words: is_final && self.handle.has_cross_qk,
+            is_final,
             time_offset_s: window_start as f64 / 100.0,
             options: if forced_only {
                 Arc::new(TranscribeOptions {
@@ -914,9 +948,10 @@ impl Coordinator {
             JobKind::Final { .. } => self.stats.final_jobs += 1,
         }
         match self.handle.submit_window(job) {
-            Ok(rx) => {
+            Ok((rx, ticket)) => {
                 self.in_flight = Some(InFlight {
                     rx,
+                    ticket,
                     kind,
                     start_frame: window_start,
                     content_frames: content,
@@ -952,9 +987,10 @@ impl Coordinator {
                 JobKind::Final {
                     end_frame,
                     decided,
+                    reason,
                     cut,
                 } => {
-                    self.close_utterance(end_frame, cut, decided, Some(outcome));
+                    self.close_utterance(end_frame, cut, decided, reason, Some(outcome));
                 }
             },
             Err(e) => self.on_job_failed(job.kind, e),
@@ -974,11 +1010,12 @@ impl Coordinator {
         if let JobKind::Final {
             end_frame,
             decided,
+            reason,
             cut,
         } = kind
         {
             // Keep what was committed: the final says it.
-            self.close_utterance(end_frame, cut, decided, None);
+            self.close_utterance(end_frame, cut, decided, reason, None);
         }
     }
 
@@ -1057,7 +1094,14 @@ impl Coordinator {
 
     /// End the current utterance with `outcome` (or, without one, with what was committed),
     /// emit its final if it has text, and start the next one at `cut` if given.
-    fn close_utterance(&mut self, end_frame: u64, cut: Option<u64>, decided: Instant, outcome: Option<WindowOutcome>) {
+    fn close_utterance(
+        &mut self,
+        end_frame: u64,
+        cut: Option<u64>,
+        decided: Instant,
+        reason: EndReason,
+        outcome: Option<WindowOutcome>,
+    ) {
         let Some(u) = self.utterance.take() else { return };
         let tokenizer = self.handle.tokenizer.clone();
         let (tokens, words, quality) = match outcome {
@@ -1123,6 +1167,7 @@ impl Coordinator {
                 segments: vec![segment],
                 words,
                 compute_ms,
+                reason,
             });
         }
         match cut {

@@ -50,6 +50,8 @@ pub struct WindowJob {
     pub track_attention: bool,
     /// Align words to the audio (finals of models with `cross_qk`).
     pub words: bool,
+    /// The utterance's final (the worker serves finals before partials).
+    pub is_final: bool,
     /// Seconds from the stream start to the window's first frame (word times are on the
     /// stream's clock).
     pub time_offset_s: f64,

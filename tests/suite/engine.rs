@@ -273,3 +273,55 @@ fn word_timestamps_cover_every_word_in_order() {
     assert!(first.word.trim() == "And" && first.start < 0.5, "{first:?}");
     assert!((10.0..=11.0).contains(&last), "the last word ends at {last}");
 }
+
+#[test]
+fn bpe_encodes_text_to_the_tokens_the_model_itself_emits() {
+    // tiny.en's own tokens for the first JFK segment (greedy, `transcribe -f json`).
+    let tokenizer = steno::tokenizer::Tokenizer::load(&model_dir("tiny.en").join("tiny.en-tokens.txt"), 50256)
+        .expect("tiny.en vocabulary loads");
+    let text = " And so my fellow Americans ask not what your country can do for you";
+    assert_eq!(
+        tokenizer.encode(text),
+        [843, 523, 616, 5891, 3399, 1265, 407, 644, 534, 1499, 460, 466, 329, 345]
+    );
+    // The multilingual vocabulary: byte-level BPE gives back the exact text, whatever script.
+    let base = steno::tokenizer::Tokenizer::load(&model_dir("base").join("base-tokens.txt"), 50257)
+        .expect("base vocabulary loads");
+    for text in [
+        " Grüße aus Köln, ça va?",
+        " 日本語のテキスト。",
+        "  two  spaces\n\tand a tab",
+        " émoji 🎙️!",
+    ] {
+        let tokens = base.encode(text);
+        assert!(
+            !tokens.is_empty() && tokens.iter().all(|&t| t < 50257),
+            "{text}: {tokens:?}"
+        );
+        assert_eq!(base.decode(&tokens), text);
+    }
+}
+
+#[test]
+fn an_initial_prompt_steers_the_spelling() {
+    // Whisper's initial_prompt: a prompt written with commas makes tiny.en punctuate JFK's
+    // sentence the same way (without it the first segment has no comma).
+    let engine = engine("tiny.en", ModelVariant::Fp32, greedy());
+    let plain = transcribe(&engine, &read(&sample("jfk.wav"))).text();
+    let tokenizer = engine.tokenizer().expect("engine has a tokenizer");
+    let options = TranscribeOptions {
+        initial_prompt: tokenizer.encode(" Kennedy speech, fellow Americans."),
+        ..greedy()
+    };
+    let rx = engine
+        .submit_with(engine.prepare(&read(&sample("jfk.wav"))), options)
+        .expect("job queued");
+    let prompted = loop {
+        match rx.recv().expect("job runs") {
+            steno::engine::Update::Done(result) => break result.expect("job succeeds").text(),
+            _ => continue,
+        }
+    };
+    assert!(!plain.contains("you,"), "{plain}");
+    assert!(prompted.contains("can do for you, ask"), "{prompted}");
+}
