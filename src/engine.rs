@@ -137,6 +137,13 @@ impl Ticket {
     }
 }
 
+/// What streams send the worker.
+pub(crate) enum LiveMessage {
+    Window(Box<LiveJob>),
+    /// The stream has ended: drop what the worker keeps for it (its cached window).
+    Forget(u64),
+}
+
 /// Live jobs that reached the worker and wait their turn (see [`pick_next`]).
 #[derive(Default)]
 struct LiveQueue {
@@ -144,14 +151,22 @@ struct LiveQueue {
 }
 
 impl LiveQueue {
-    /// Take what has arrived; `false` once the channel is closed and empty.
-    fn refill(&mut self, live: &Receiver<LiveJob>) -> bool {
+    /// Take what has arrived (forgetting ended streams in `cache`); `false` once the channel
+    /// is closed and empty.
+    fn refill(&mut self, live: &Receiver<LiveMessage>, cache: &mut WindowCache) -> bool {
         loop {
             match live.try_recv() {
-                Ok(job) => self.pending.push_back(job),
+                Ok(message) => self.take(message, cache),
                 Err(crossbeam_channel::TryRecvError::Empty) => return true,
                 Err(crossbeam_channel::TryRecvError::Disconnected) => return false,
             }
+        }
+    }
+
+    fn take(&mut self, message: LiveMessage, cache: &mut WindowCache) {
+        match message {
+            LiveMessage::Window(job) => self.pending.push_back(*job),
+            LiveMessage::Forget(stream) => cache.forget(stream),
         }
     }
 
@@ -190,7 +205,7 @@ struct Loaded {
 /// they need to know of the model.
 #[derive(Clone)]
 pub struct EngineHandle {
-    pub(crate) live: Sender<LiveJob>,
+    pub(crate) live: Sender<LiveMessage>,
     pub(crate) spec: ModelSpec,
     pub(crate) tokens: SpecialTokens,
     pub(crate) tokenizer: Arc<Tokenizer>,
@@ -215,13 +230,18 @@ impl EngineHandle {
         let (reply, rx) = bounded(1);
         let ticket = Ticket::default();
         self.live
-            .send(LiveJob {
+            .send(LiveMessage::Window(Box::new(LiveJob {
                 job,
                 reply,
                 ticket: ticket.clone(),
-            })
+            })))
             .map_err(|_| Error::Worker("the inference thread has stopped".into()))?;
         Ok((rx, ticket))
+    }
+
+    /// The stream `stream` has ended (the worker drops its cached window).
+    pub(crate) fn forget(&self, stream: u64) {
+        let _ = self.live.send(LiveMessage::Forget(stream));
     }
 }
 
@@ -242,11 +262,11 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Serve every queued live job.
-fn serve_live(model: &mut WhisperModel, live: &Receiver<LiveJob>, queue: &mut LiveQueue, cache: &mut WindowCache) {
-    queue.refill(live);
+fn serve_live(model: &mut WhisperModel, live: &Receiver<LiveMessage>, queue: &mut LiveQueue, cache: &mut WindowCache) {
+    queue.refill(live, cache);
     while let Some(job) = queue.pop() {
         serve_one(model, job, cache);
-        queue.refill(live);
+        queue.refill(live, cache);
     }
 }
 
@@ -294,7 +314,7 @@ impl Engine {
         let files = ModelFiles::discover(&config.model.dir, config.model.variant, &config.model.provision_hint)?;
         let runtime = Runtime::get(&config.runtime)?;
         let (jobs_tx, jobs_rx) = bounded::<Job>(1);
-        let (live_tx, live_rx) = unbounded::<LiveJob>();
+        let (live_tx, live_rx) = unbounded::<LiveMessage>();
         let (ready_tx, ready_rx) = bounded::<Result<Loaded>>(1);
         let options = config.options;
         let worker_options = options.clone();
@@ -606,12 +626,17 @@ impl Drop for Engine {
 
 /// The worker: live window jobs first, batch clips otherwise (serving live jobs between the
 /// clip's windows); ends when both channels are closed.
-fn worker_loop(model: &mut WhisperModel, options: &TranscribeOptions, jobs: &Receiver<Job>, live: &Receiver<LiveJob>) {
+fn worker_loop(
+    model: &mut WhisperModel,
+    options: &TranscribeOptions,
+    jobs: &Receiver<Job>,
+    live: &Receiver<LiveMessage>,
+) {
     let (mut jobs_open, mut live_open) = (true, true);
     let mut cache = WindowCache::default();
     let mut queue = LiveQueue::default();
     loop {
-        live_open &= queue.refill(live);
+        live_open &= queue.refill(live, &mut cache);
         if let Some(job) = queue.pop() {
             serve_one(model, job, &mut cache);
             continue;
@@ -623,7 +648,7 @@ fn worker_loop(model: &mut WhisperModel, options: &TranscribeOptions, jobs: &Rec
         let never_live = crossbeam_channel::never();
         crossbeam_channel::select! {
             recv(if live_open { live } else { &never_live }) -> job => match job {
-                Ok(job) => queue.pending.push_back(job),
+                Ok(message) => queue.take(message, &mut cache),
                 Err(_) => live_open = false,
             },
             recv(if jobs_open { jobs } else { &never_jobs }) -> job => match job {

@@ -14,6 +14,10 @@
 //! samples pushed in chunks ─ rubato → Silero VAD → features::MelStream (frames once, raw)
 //!   ─ window jobs (the same decode_window) on the Engine's worker, before batch work
 //!   ─ commit policy (AlignAtt / LocalAgreement-2) ─▶ Partial / Final / Stats events
+//!
+//! network (server, feature `server`): axum on tokio
+//!   POST /v1/audio/transcriptions (OpenAI) ─ the Engine's batch jobs ─▶ json/srt/vtt/SSE
+//!   WebSocket /v1/stream ─ one StreamSession per connection ─▶ the events as JSON
 //! ```
 //!
 //! The library is the product: the `steno` binary only turns command-line flags into an

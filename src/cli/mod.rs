@@ -132,6 +132,7 @@ impl ModelArgs {
             threads: self.threads,
             library: self.ort_library.clone(),
             models_dir,
+            ..RuntimeConfig::default()
         };
         config.validate()?;
         Ok(config)

@@ -24,7 +24,7 @@ use crate::{Engine, TranscribeOptions, Transcript};
 pub(super) async fn health(State(state): State<Arc<AppState>>) -> Response {
     let streams = state.streams.load(Ordering::Acquire);
     let uploads = state.uploads.load(Ordering::Acquire);
-    let (status, word) = if state.engine.get().is_some() {
+    let (status, word) = if state.workers.get().is_some() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading")
@@ -126,7 +126,7 @@ pub(super) async fn transcriptions(
     State(state): State<Arc<AppState>>,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
-    let engine = state.engine()?;
+    let engine = state.any_engine()?;
     let slot = state.upload_slot();
     let Upload { bytes, filename, form } = read_upload(multipart).await?;
     let options = request_options(&engine, &form);
@@ -139,36 +139,44 @@ pub(super) async fn transcriptions(
     })
     .await
     .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))??;
-    let updates = engine.submit_with(mel, options)?;
+    let updates = state.enqueue_upload(mel, options)?;
     if form.stream {
         // The engine's channel is blocking: turn its updates into events on the blocking pool.
         // A client that leaves closes `rx`, which ends this (the job itself runs to its end).
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, std::convert::Infallible>>(64);
+        let state = state.clone();
         tokio::task::spawn_blocking(move || {
-            let _slot = slot;
             let mut sent = String::new();
-            for update in updates {
+            'updates: for update in updates {
                 for data in sse_data(&mut sent, update) {
                     if tx.blocking_send(Ok(Event::default().data(data))).is_err() {
-                        return;
+                        break 'updates;
                     }
                 }
             }
+            drop(slot);
+            state.trim_if_idle();
         });
         return Ok(Sse::new(ReceiverStream::new(rx)).into_response());
     }
+    let idle_check = state.clone();
     let transcript = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        for update in updates {
-            if let Update::Done(result) = update {
-                return result.map_err(ApiError::from);
-            }
-        }
-        Err(ApiError::status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "the inference worker stopped during the job",
-        ))
+        let result = updates
+            .iter()
+            .find_map(|update| match update {
+                Update::Done(result) => Some(result.map_err(ApiError::from)),
+                _ => None,
+            })
+            .unwrap_or_else(|| {
+                Err(ApiError::status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal_error",
+                    "the inference worker stopped during the job",
+                ))
+            });
+        drop(slot);
+        idle_check.trim_if_idle();
+        result
     })
     .await
     .map_err(|e| ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string()))??;

@@ -44,16 +44,16 @@ const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// `GET /v1/stream`: upgrade, then run the protocol. A full server still upgrades, to say so
 /// with close 1013 and a reason (a browser sees nothing of an HTTP 503 on a WebSocket).
 pub(super) async fn stream(State(state): State<Arc<AppState>>, upgrade: WebSocketUpgrade) -> Response {
-    let engine = match state.engine() {
-        Ok(engine) => engine,
+    let slot = state.try_stream_slot();
+    let (engine, worker_slot) = match state.engine() {
+        Ok(picked) => picked,
         Err(e) => return e.into_response(),
     };
-    let slot = state.try_stream_slot();
     upgrade
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |mut socket| async move {
             match slot {
-                Some(slot) => Connection::new(state, engine, slot).run(socket).await,
+                Some(slot) => Connection::new(state, engine, (slot, worker_slot)).run(socket).await,
                 None => {
                     let message = format!(
                         "server busy: all {} streams are in use; try again later",
@@ -70,7 +70,8 @@ pub(super) async fn stream(State(state): State<Arc<AppState>>, upgrade: WebSocke
 struct Connection {
     state: Arc<AppState>,
     engine: Arc<Engine>,
-    _slot: Slot,
+    /// The stream's place under `max_streams` and on its engine, given back on drop.
+    _slots: (Slot, Slot),
     idle: Duration,
 }
 
@@ -81,21 +82,21 @@ enum Ending {
 }
 
 impl Connection {
-    fn new(state: Arc<AppState>, engine: Arc<Engine>, slot: Slot) -> Connection {
+    fn new(state: Arc<AppState>, engine: Arc<Engine>, slots: (Slot, Slot)) -> Connection {
         let idle = Duration::from_secs(state.config.idle_timeout_s);
         Connection {
             state,
             engine,
-            _slot: slot,
+            _slots: slots,
             idle,
         }
     }
 
     async fn run(self, mut socket: WebSocket) {
         let id = self.state.next_stream.fetch_add(1, Ordering::Relaxed);
-        let ending = match self.configure(&mut socket).await {
+        let (ending, session) = match self.configure(&mut socket).await {
             Ok(request) => self.serve(&mut socket, id, request).await,
-            Err(ending) => ending,
+            Err(ending) => (ending, None),
         };
         match ending {
             Ending::ClientGone => tracing::info!(stream = id, "client went away"),
@@ -104,6 +105,14 @@ impl Connection {
                 close(&mut socket, code, reason).await;
             }
         }
+        // Joining the stream's thread may wait for its last window job: not on an async
+        // worker. The slots go after it, then the heap is trimmed if the server is idle.
+        let Connection { state, _slots, .. } = self;
+        tokio::task::spawn_blocking(move || {
+            drop(session);
+            drop(_slots);
+            state.trim_if_idle();
+        });
     }
 
     /// Wait for the config message.
@@ -131,26 +140,36 @@ impl Connection {
         }
     }
 
-    /// Run the stream until `end` has been flushed, the client leaves or breaks the protocol.
-    async fn serve(&self, socket: &mut WebSocket, id: u64, request: StreamRequest) -> Ending {
+    /// Run the stream until `end` has been flushed, the client leaves or breaks the protocol;
+    /// the session is handed back for the caller to drop off the async workers.
+    async fn serve(
+        &self,
+        socket: &mut WebSocket,
+        id: u64,
+        request: StreamRequest,
+    ) -> (Ending, Option<StreamSession<'static>>) {
         let config = match request.stream_config(&self.state.config.stream) {
             Ok(config) => crate::StreamConfig {
                 pacing: Pacing::Live,
                 ..config
             },
-            Err(e) => return reject(socket, &e, POLICY, "bad config").await,
+            Err(e) => return (reject(socket, &e, POLICY, "bad config").await, None),
         };
         let engine = self.engine.clone();
         let started = tokio::task::spawn_blocking(move || StreamSession::start_shared(engine, config)).await;
         let mut session = match started {
             Ok(Ok(session)) => session,
-            Ok(Err(e)) => return reject(socket, &BadRequest::new(None, e.to_string()), POLICY, "bad config").await,
-            Err(e) => return reject(socket, &BadRequest::new(None, e.to_string()), POLICY, "internal error").await,
+            Ok(Err(e)) => {
+                let e = BadRequest::new(None, e.to_string());
+                return (reject(socket, &e, POLICY, "bad config").await, None);
+            }
+            Err(e) => {
+                let e = BadRequest::new(None, e.to_string());
+                return (reject(socket, &e, POLICY, "internal error").await, None);
+            }
         };
         let ending = self.pump(socket, id, &request, &mut session).await;
-        // Joining the stream's thread may wait for its last window job: not on an async worker.
-        tokio::task::spawn_blocking(move || drop(session));
-        ending
+        (ending, Some(session))
     }
 
     async fn pump(

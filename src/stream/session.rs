@@ -398,6 +398,13 @@ struct Coordinator {
     last_end_s: f64,
 }
 
+impl Drop for Coordinator {
+    /// However the stream ends, the worker drops what it keeps for it.
+    fn drop(&mut self) {
+        self.handle.forget(self.id);
+    }
+}
+
 impl Coordinator {
     fn new(handle: EngineHandle, config: StreamConfig, vad: Box<dyn SpeechDetector>) -> Result<Coordinator> {
         let kind = match config.commit_policy {

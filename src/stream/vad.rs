@@ -24,6 +24,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
@@ -178,7 +179,8 @@ fn check_window(window: &[f32]) -> Result<()> {
 
 /// Silero VAD v6 on ONNX Runtime (see the module doc for the tensor contract).
 pub struct SileroVad {
-    session: Session,
+    /// Shared by every stream of the process that loaded the same file (see [`shared_session`]).
+    session: Arc<Mutex<Session>>,
     path: PathBuf,
     /// The `input` row: `[context (64) | window (512)]`.
     input: Vec<f32>,
@@ -210,7 +212,8 @@ impl SileroVad {
                 fix: "run `models/provision`".into(),
             });
         }
-        let session = runtime.cpu_session(path, 1)?;
+        let shared = shared_session(runtime, path)?;
+        let session = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         use TensorElementType::{Float32, Int64};
         let input = check_outlet(path, session.inputs(), "input", Float32, 2)?;
         if input[1] > 0 && input[1] as usize != SILERO_CONTEXT + VAD_WINDOW {
@@ -242,7 +245,7 @@ impl SileroVad {
         check_outlet(path, session.outputs(), "output", Float32, 2)?;
         tracing::debug!(path = %path.display(), takes_sr, "Silero VAD loaded");
         Ok(SileroVad {
-            session,
+            session: shared.clone(),
             path: path.to_path_buf(),
             input: vec![0.0; SILERO_CONTEXT + VAD_WINDOW],
             state: vec![0.0; SILERO_STATE],
@@ -267,14 +270,17 @@ impl SpeechDetector for SileroVad {
         let state = TensorRef::from_array_view(([2usize, 1, 128], &self.state[..]))
             .map_err(Error::ort("creating the VAD state tensor"))?;
         let sample_rate = [i64::from(VAD_SAMPLE_RATE)];
+        // The session is shared; the stream's own state goes in and comes out with each call.
+        let shared = Arc::clone(&self.session);
+        let mut session = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let outputs = if self.takes_sr {
             let sr =
                 TensorRef::from_array_view(((), &sample_rate[..])).map_err(Error::ort("creating the VAD sr tensor"))?;
-            self.session
+            session
                 .run(ort::inputs!["input" => input, "state" => state, "sr" => sr])
                 .map_err(Error::ort(context()))?
         } else {
-            self.session
+            session
                 .run(ort::inputs!["input" => input, "state" => state])
                 .map_err(Error::ort(context()))?
         };
@@ -452,6 +458,26 @@ impl SpeechDetector for EnergyVad {
     fn reset(&mut self) {
         *self = EnergyVad::new();
     }
+}
+
+/// One Silero session per model file for the whole process, shared by every stream that is
+/// alive (weakly held: the last stream to end frees it). The graph is stateless (the recurrent
+/// state is an input), a call takes a fraction of a millisecond, and a session of its own cost
+/// each stream several MB: with many streams on a server, sharing is the cheaper way.
+fn shared_session(runtime: &Runtime, path: &Path) -> Result<Arc<Mutex<Session>>> {
+    static SESSIONS: Mutex<Vec<(PathBuf, std::sync::Weak<Mutex<Session>>)>> = Mutex::new(Vec::new());
+    let mut sessions = SESSIONS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    sessions.retain(|(_, weak)| weak.strong_count() > 0);
+    if let Some(session) = sessions
+        .iter()
+        .find(|(p, _)| p == path)
+        .and_then(|(_, weak)| weak.upgrade())
+    {
+        return Ok(session);
+    }
+    let session = Arc::new(Mutex::new(runtime.cpu_session(path, 1)?));
+    sessions.push((path.to_path_buf(), Arc::downgrade(&session)));
+    Ok(session)
 }
 
 /// Build the configured detector (Silero loads through `Runtime::get(runtime_config)`; 1 intra-op thread).

@@ -97,6 +97,11 @@ impl WindowCache {
         (entry.1 == start_frame && entry.2 == content).then_some(entry.3)
     }
 
+    /// Drop the entry of a stream that has ended.
+    pub(crate) fn forget(&mut self, stream: u64) {
+        self.entries.retain(|e| e.0 != stream);
+    }
+
     fn put(&mut self, stream: u64, start_frame: u64, content: usize, cross: crate::model::CrossKv) {
         self.entries.retain(|e| e.0 != stream);
         if self.entries.len() >= Self::STREAMS {
@@ -136,15 +141,19 @@ pub(crate) fn run_window(model: &mut WhisperModel, job: &WindowJob, cache: &mut 
     if let Some(reuse) = &job.reuse
         && let Some(cross) = cache.take(job.stream, reuse.start_frame, reuse.content_frames)
     {
-        let outcome = reuse_window(model, job, reuse, &cross);
-        cache.put(job.stream, reuse.start_frame, reuse.content_frames, cross);
-        return outcome;
+        // Only finals reuse, and an utterance has one final: the entry is spent.
+        return reuse_window(model, job, reuse, &cross);
     }
     let started = Instant::now();
     let cross = model.encoder.encode(&job.mel, job.frames)?;
     let encode_ms = started.elapsed().as_secs_f64() * 1e3;
     let outcome = decode_job(model, job, &cross, encode_ms);
-    cache.put(job.stream, job.start_frame, job.content_frames, cross);
+    // A partial's window may serve its utterance's final; a final's never serves again (the
+    // next utterance's windows end elsewhere). Each entry holds a window's cross K/V (up to
+    // 18 MB for tiny at 30 s), so only what may be reused is kept.
+    if !job.is_final {
+        cache.put(job.stream, job.start_frame, job.content_frames, cross);
+    }
     outcome
 }
 
