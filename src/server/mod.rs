@@ -220,6 +220,26 @@ struct Workers {
     uploads: crossbeam_channel::Sender<UploadJob>,
 }
 
+impl Workers {
+    /// Serve with `engines`: one upload feeder thread each.
+    fn start(engines: Vec<Engine>) -> Result<Workers> {
+        if engines.is_empty() {
+            return Err(Error::Worker("no engine to serve with".into()));
+        }
+        let busy = engines.iter().map(|_| AtomicUsize::new(0)).collect();
+        let engines: Vec<Arc<Engine>> = engines.into_iter().map(Arc::new).collect();
+        let (uploads, queue) = crossbeam_channel::unbounded::<UploadJob>();
+        for (i, engine) in engines.iter().enumerate() {
+            let (engine, queue) = (engine.clone(), queue.clone());
+            std::thread::Builder::new()
+                .name(format!("steno-uploads-{i}"))
+                .spawn(move || feed_uploads(&engine, &queue))
+                .map_err(|e| Error::Worker(format!("cannot start an upload feeder: {e}")))?;
+        }
+        Ok(Workers { engines, busy, uploads })
+    }
+}
+
 /// An upload's log-mel and options, and where its engine updates go.
 pub(crate) struct UploadJob {
     mel: crate::features::Mel,
@@ -312,50 +332,30 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
         let app = router(self.state.clone());
-        let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<Error>();
         let state = self.state.clone();
-        tokio::task::spawn_blocking(move || match load() {
-            Ok(engines) if !engines.is_empty() => {
-                let busy = engines.iter().map(|_| AtomicUsize::new(0)).collect();
-                let engines: Vec<Arc<Engine>> = engines.into_iter().map(Arc::new).collect();
-                let (uploads, queue) = crossbeam_channel::unbounded::<UploadJob>();
-                for (i, engine) in engines.iter().enumerate() {
-                    let (engine, queue) = (engine.clone(), queue.clone());
-                    let spawned = std::thread::Builder::new()
-                        .name(format!("steno-uploads-{i}"))
-                        .spawn(move || feed_uploads(&engine, &queue));
-                    if let Err(e) = spawned {
-                        let _ = failed_tx.send(Error::Worker(format!("cannot start an upload feeder: {e}")));
-                        return;
-                    }
-                }
-                let _ = state.workers.set(Workers { engines, busy, uploads });
-                tracing::info!("model loaded; ready");
-            }
-            Ok(_) => {
-                let _ = failed_tx.send(Error::Worker("no engine to serve with".into()));
-            }
-            Err(e) => {
-                let _ = failed_tx.send(e);
-            }
+        let loading = tokio::task::spawn_blocking(move || -> Result<()> {
+            let workers = Workers::start(load()?)?;
+            let _ = state.workers.set(workers);
+            Ok(())
         });
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<Option<Error>>();
-        let stop_on_failure = async move {
-            if let Ok(error) = failed_rx.await {
-                let _ = stop_tx.send(Some(error));
-            }
-        };
-        tokio::spawn(stop_on_failure);
         let load_error: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
         let seen = load_error.clone();
         let stop = async move {
-            tokio::select! {
-                () = shutdown => {}
-                stopped = stop_rx => match stopped {
-                    Ok(Some(e)) => *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e),
-                    // The model loaded (the sender is gone without a word): serve on.
-                    _ => std::future::pending::<()>().await,
+            tokio::pin!(shutdown);
+            let failed = tokio::select! {
+                () = &mut shutdown => return,
+                loaded = loading => match loaded {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(e) => Some(Error::Worker(format!("loading the model failed: {e}"))),
                 },
+            };
+            match failed {
+                Some(e) => *seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e),
+                None => {
+                    tracing::info!("model loaded; ready");
+                    shutdown.await;
+                }
             }
         };
         axum::serve(self.listener, app)
