@@ -251,6 +251,8 @@ pub(crate) struct UploadJob {
 /// left while it waited is skipped.
 fn feed_uploads(engine: &Engine, queue: &crossbeam_channel::Receiver<UploadJob>) {
     for job in queue {
+        // "Nothing done yet" is true, and a send is crossbeam's only test that the receiver
+        // (the request) is still there.
         if job.updates.send(Update::Progress(0.0)).is_err() {
             continue;
         }
