@@ -28,9 +28,9 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
-use crate::audio::{self, Audio};
+use crate::audio::AudioLimits;
 use crate::error::{Error, Result};
-use crate::features::{LogMel, Mel};
+use crate::features::{LogMel, Mel, MelFile, MelSource};
 use crate::model::SpecialTokens;
 use crate::model::encoder::MelFrames;
 use crate::model::{Layout, ModelFiles, ModelSpec, ModelVariant, WhisperModel};
@@ -91,7 +91,7 @@ pub enum Update {
 }
 
 struct Job {
-    mel: Mel,
+    mel: Box<dyn MelSource>,
     /// This job's options; `None`: the engine's.
     options: Option<TranscribeOptions>,
     updates: Sender<Update>,
@@ -444,16 +444,27 @@ impl Engine {
     /// Queue a job; updates arrive on the returned channel. Blocks while the worker is busy
     /// with an earlier job and one more is already queued.
     pub fn submit(&self, mel: Mel) -> Result<Receiver<Update>> {
+        self.submit_job(Box::new(mel), None)
+    }
+
+    /// [`Engine::submit`] for any [`MelSource`], e.g. a [`MelFile`] read as the job goes.
+    pub fn submit_source(&self, mel: Box<dyn MelSource>) -> Result<Receiver<Update>> {
         self.submit_job(mel, None)
+    }
+
+    /// Opens `path` for a job ([`MelFile::open`]: reads it once for its length and loudest
+    /// frame, checking it), on the calling thread.
+    pub fn open_file(&self, path: &Path, limits: &AudioLimits) -> Result<MelFile> {
+        Ok(MelFile::open(path, &self.log_mel, limits)?)
     }
 
     /// [`Engine::submit`] with options of its own for this job (a server request's language,
     /// prompt, temperature, word times); they are checked against the model when the job runs.
     pub fn submit_with(&self, mel: Mel, options: TranscribeOptions) -> Result<Receiver<Update>> {
-        self.submit_job(mel, Some(options))
+        self.submit_job(Box::new(mel), Some(options))
     }
 
-    fn submit_job(&self, mel: Mel, options: Option<TranscribeOptions>) -> Result<Receiver<Update>> {
+    fn submit_job(&self, mel: Box<dyn MelSource>, options: Option<TranscribeOptions>) -> Result<Receiver<Update>> {
         let (tx, rx) = unbounded();
         let jobs = self
             .jobs
@@ -474,32 +485,29 @@ impl Engine {
         wait(&rx, progress)
     }
 
-    /// Read a file and transcribe it.
+    /// Read a file and transcribe it, in memory bounded whatever its length ([`MelFile`]).
     pub fn transcribe_file(&self, path: &Path) -> Result<Transcript> {
-        let audio = audio::read_audio(path)?;
-        self.transcribe_samples(&audio.samples, &mut |_| {})
+        let file = self.open_file(path, &AudioLimits::default())?;
+        wait(&self.submit_source(Box::new(file))?, &mut |_| {})
     }
 
-    /// Transcribe many files in order, reading and preparing the next file on another thread
-    /// while the worker decodes the current one. `sink` hears every event; a file that cannot
-    /// be read or decoded is reported and the batch goes on.
-    pub fn transcribe_files(&self, paths: &[PathBuf], sink: &mut dyn FnMut(FileEvent)) {
-        let (prepared_tx, prepared_rx) = bounded::<(usize, Result<(Audio, Mel)>)>(1);
+    /// Transcribe many files in order, opening the next file on another thread while the
+    /// worker decodes the current one; each is read as its windows are needed ([`MelFile`]),
+    /// so memory does not grow with a file's length. `sink` hears every event; a file that
+    /// cannot be read or decoded, or breaks `limits`, is reported and the batch goes on.
+    pub fn transcribe_files(&self, paths: &[PathBuf], limits: &AudioLimits, sink: &mut dyn FnMut(FileEvent)) {
+        let (prepared_tx, prepared_rx) = bounded::<(usize, Result<MelFile>)>(1);
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 for (i, path) in paths.iter().enumerate() {
-                    let prepared = audio::read_audio(path).map_err(Error::from).map(|audio| {
-                        let mel = self.prepare(&audio.samples);
-                        (audio, mel)
-                    });
-                    if prepared_tx.send((i, prepared)).is_err() {
+                    if prepared_tx.send((i, self.open_file(path, limits))).is_err() {
                         return;
                     }
                 }
             });
             for (index, prepared) in prepared_rx {
                 let path = &paths[index];
-                let (audio, mel) = match prepared {
+                let file = match prepared {
                     Ok(p) => p,
                     Err(error) => {
                         sink(FileEvent::Finished {
@@ -513,10 +521,10 @@ impl Engine {
                 sink(FileEvent::Started {
                     index,
                     path,
-                    duration: audio.duration_s(),
+                    duration: file.duration_s(),
                 });
                 let result = self
-                    .submit(mel)
+                    .submit_source(Box::new(file))
                     .and_then(|rx| wait(&rx, &mut |s| sink(FileEvent::Progress { index, seconds: s })));
                 sink(FileEvent::Finished { index, path, result });
             }
@@ -528,10 +536,15 @@ impl Engine {
 /// file per engine at a time; `sink` hears every event on the calling thread, in the order
 /// they happen. With one engine this is [`Engine::transcribe_files`] (which also overlaps
 /// reading the next file with decoding).
-pub fn transcribe_files_parallel(engines: &[Engine], paths: &[PathBuf], sink: &mut dyn FnMut(FileEvent)) {
+pub fn transcribe_files_parallel(
+    engines: &[Engine],
+    paths: &[PathBuf],
+    limits: &AudioLimits,
+    sink: &mut dyn FnMut(FileEvent),
+) {
     if engines.len() <= 1 {
         if let Some(engine) = engines.first() {
-            engine.transcribe_files(paths, sink);
+            engine.transcribe_files(paths, limits, sink);
         }
         return;
     }
@@ -549,10 +562,9 @@ pub fn transcribe_files_parallel(engines: &[Engine], paths: &[PathBuf], sink: &m
                 loop {
                     let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(path) = paths.get(index) else { break };
-                    let prepared = audio::read_audio(path).map_err(Error::from);
-                    let result = prepared.and_then(|audio| {
-                        let _ = tx.send(Owned::Started(index, audio.duration_s()));
-                        let rx = engine.submit(engine.prepare(&audio.samples))?;
+                    let result = engine.open_file(path, limits).and_then(|file| {
+                        let _ = tx.send(Owned::Started(index, file.duration_s()));
+                        let rx = engine.submit_source(Box::new(file))?;
                         wait(&rx, &mut |s| {
                             let _ = tx.send(Owned::Progress(index, s));
                         })
@@ -653,7 +665,7 @@ fn worker_loop(
             },
             recv(if jobs_open { jobs } else { &never_jobs }) -> job => match job {
                 Ok(Job {
-                    mel,
+                    mut mel,
                     options: job_options,
                     updates,
                 }) => {
@@ -661,7 +673,7 @@ fn worker_loop(
                     let result = guarded("transcription", || {
                         transcribe_interleaved(
                             model,
-                            &mel,
+                            &mut *mel,
                             job_options.as_ref().unwrap_or(options),
                             &mut |s, segments| {
                                 for segment in segments.get(sent..).unwrap_or_default() {

@@ -20,13 +20,10 @@ pub enum Error {
     )]
     RuntimeMissing { searched: Vec<PathBuf> },
 
-    /// The ONNX Runtime library exists but could not be loaded.
-    #[error("{}: cannot load ONNX Runtime: {source}", path.display())]
-    RuntimeLoad {
-        path: PathBuf,
-        #[source]
-        source: ort::Error,
-    },
+    /// The ONNX Runtime library exists but could not be loaded: not a shared library, not
+    /// ONNX Runtime, or a version older than the API steno is built against.
+    #[error("{}: cannot load ONNX Runtime: {reason}", path.display())]
+    RuntimeLoad { path: PathBuf, reason: String },
 
     /// The requested execution provider cannot run here.
     #[error("device {device}: {reason}")]

@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod memory;
 pub mod model;
 pub mod output;
 pub mod runtime;

@@ -9,8 +9,12 @@
 //! 4. `<models dir>/runtime/libonnxruntime.so` (what `models/provision` installs),
 //! 5. `libonnxruntime.so` next to the executable.
 //!
-//! A process can hold only one ONNX Runtime library, so the first [`Runtime::get`] decides it;
-//! later calls get the same runtime back (or an error if they ask for a different library).
+//! A process can hold only one ONNX Runtime library, so the first [`Runtime::get`] decides
+//! which. Every call gets a [`Runtime`] of its own over that library's one environment, built
+//! as it asked (device, threads, arena: two engines in one process can differ), or an error:
+//! a different library, or a device the library cannot run. `cuda` never falls back to the
+//! CPU; only `auto` does, and logs it. A library that fails to load is an error naming it
+//! (not a shared library, not ONNX Runtime, or older than the API `ort` is built for).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -157,7 +161,7 @@ impl Runtime {
             // intact.
             let mut slot = LOADED.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
-                Some((loaded, _)) if *loaded != library => {
+                Some((loaded, _)) if !same_file(loaded, &library) => {
                     return Err(Error::config(
                         "ort_library",
                         format!(
@@ -173,13 +177,13 @@ impl Runtime {
                     let env = ort::init_from(&library)
                         .map_err(|e| Error::RuntimeLoad {
                             path: library.clone(),
-                            source: ort::Error::new(e.to_string()),
+                            reason: load_error_reason(&e),
                         })?
                         .with_name("steno")
                         .build()
-                        .map_err(|source| Error::RuntimeLoad {
+                        .map_err(|e| Error::RuntimeLoad {
                             path: library.clone(),
-                            source,
+                            reason: e.to_string(),
                         })?;
                     *slot = Some((library.clone(), env.clone()));
                     env
@@ -286,6 +290,25 @@ impl Runtime {
     }
 }
 
+/// Why `ort` refused a library, in words. (Never through `ort::Error`: making one calls into
+/// ONNX Runtime, which is just what failed to load, and `ort` then panics.)
+fn load_error_reason(e: &ort::LoadDynamicError) -> String {
+    use ort::LoadDynamicError as E;
+    match e {
+        // libloading says only "dlopen failed"; dlerror's text is its source.
+        E::Dlopen { error, .. } => match std::error::Error::source(error) {
+            Some(why) => format!("not a loadable shared library ({why})"),
+            None => format!("not a loadable shared library ({error})"),
+        },
+        E::MissingApi { .. } => "not an ONNX Runtime library (it does not export `OrtGetApiBase`)".into(),
+        E::BadVersion { version_str, .. } => format!(
+            "it is ONNX Runtime {version_str}; steno needs 1.{}.x or newer (run `models/provision`)",
+            ort::MINOR_VERSION
+        ),
+        other => other.to_string(),
+    }
+}
+
 /// Can this library run the CUDA provider? The CPU wheel's library has no CUDA provider and the
 /// GPU wheel's needs `libonnxruntime_providers_cuda.so` beside it plus CUDA/cuDNN on the loader path.
 fn check_cuda(library: &Path) -> std::result::Result<(), String> {
@@ -306,6 +329,16 @@ fn check_cuda(library: &Path) -> std::result::Result<(), String> {
         )),
         Err(e) => Err(format!("cannot query the CUDA provider: {e}")),
     }
+}
+
+/// Whether two paths name the same file (a relative path or a symlink to the loaded library
+/// is that library, not a request to switch).
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        }
 }
 
 /// Find `libonnxruntime.so` (see the module doc for the order).

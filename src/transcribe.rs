@@ -20,7 +20,7 @@ use crate::decode::search::{self, DecodeStrategy, DecodeTask, Hypothesis, TokenS
 use crate::decode::segments::{TimedTokens, split_window};
 use crate::decode::timing;
 use crate::error::{Error, Result};
-use crate::features::Mel;
+use crate::features::{Mel, MelSource};
 use crate::model::encoder::MelFrames;
 use crate::model::{CrossKv, Decoder, KvCache, WhisperModel};
 
@@ -339,17 +339,6 @@ impl TokenScorer for WindowScorer<'_> {
     }
 }
 
-/// Mel value of digital silence in a clip normalised by [`Mel::normalize_whisper`]: its floor,
-/// `max(x) − 8` in log10 units, i.e. `max(normalised) − 2` (and never below log10(1e-10)).
-/// Padding with it is what Whisper's 30 s of appended zero samples look like to the encoder;
-/// measured on LibriSpeech it beats openai/whisper's later habit of padding the mel with 0.0
-/// when the window is short (see the module doc).
-fn silence_value(mel: &Mel) -> f32 {
-    let max = mel.data().iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let floor = (crate::features::LOG10_FLOOR + 4.0) / 4.0;
-    if max.is_finite() { (max - 2.0).max(floor) } else { floor }
-}
-
 /// The tokens that start every window: [<|startofprev|> prompt…] <|sot|> [lang task] [<|notimestamps|>].
 pub(crate) fn initial_tokens(
     model: &WhisperModel,
@@ -495,7 +484,8 @@ pub fn transcribe(
     options: &TranscribeOptions,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Transcript> {
-    transcribe_interleaved(model, mel, options, &mut |s, _| progress(s), &mut |_| {})
+    let mut mel = mel;
+    transcribe_interleaved(model, &mut mel, options, &mut |s, _| progress(s), &mut |_| {})
 }
 
 /// [`transcribe`], calling `between` with the model before each window: the inference worker
@@ -504,7 +494,7 @@ pub fn transcribe(
 /// pass finished segments on while the rest is decoded.
 pub fn transcribe_interleaved(
     model: &mut WhisperModel,
-    mel: &Mel,
+    mel: &mut dyn MelSource,
     options: &TranscribeOptions,
     progress: &mut dyn FnMut(f64, &[Segment]),
     between: &mut dyn FnMut(&mut WhisperModel),
@@ -528,7 +518,10 @@ pub fn transcribe_interleaved(
         _ => None,
     };
     let mut window_index = 0u64;
-    let pad_value = silence_value(mel);
+    // Padding with the clip's silence value is what Whisper's 30 s of appended zero samples
+    // look like to the encoder; measured on LibriSpeech it beats openai/whisper's later habit
+    // of padding the mel with 0.0 when the window is short (see the module doc).
+    let pad_value = mel.silence_value();
     let mut last_speech_s = 0.0f64;
 
     // Windows shorter than this hold no word; Whisper's output on them is noise.
@@ -538,7 +531,7 @@ pub fn transcribe_interleaved(
         let segment_size = max_frames.min(content_frames - seek);
         if let Some(min) = options.thresholds.silence_log10_power {
             let (lo, hi) = SPEECH_BAND_HZ;
-            let peak = mel.band_peak_log10(seek, segment_size, lo, hi);
+            let peak = mel.band_peak_log10(seek, segment_size, lo, hi)?;
             if peak < min {
                 tracing::debug!(seek, peak, "window is silent (energy gate)");
                 seek += segment_size;
@@ -552,7 +545,7 @@ pub fn transcribe_interleaved(
             MelFrames::Dynamic { max } => ((segment_size + pad_frames).max(min_frames).div_ceil(2) * 2).min(max),
         };
         // Frames past the clip's end (the last window, or a fixed 30 s encoder) are padding.
-        let window = mel.window(seek, encoder_frames, pad_value);
+        let window = mel.window(seek, encoder_frames, pad_value)?;
         let cross = model.encoder.encode(&window, encoder_frames)?;
 
         if model.spec.multilingual && language.is_none() {

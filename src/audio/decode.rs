@@ -15,17 +15,18 @@ use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 
-use super::resample::downmix_into;
-use super::{AudioError, BoxError, Decoded};
+use super::{AudioError, BoxError, Intake};
 
-/// Decodes the default audio track of `source` to mono f32 at the stream's own rate.
+/// Decodes the default audio track of `source` into `intake`, packet by packet, at the
+/// stream's own rate.
 ///
 /// `extension` is only a hint for the probe; the container is recognised by content.
 pub(crate) fn decode<'s>(
     source: Box<dyn MediaSource + 's>,
     extension: Option<&str>,
     path: &Path,
-) -> Result<Decoded, AudioError> {
+    intake: &mut Intake,
+) -> Result<(), AudioError> {
     let p = || path.to_path_buf();
     let mut hint = Hint::new();
     if let Some(ext) = extension {
@@ -65,10 +66,7 @@ pub(crate) fn decode<'s>(
             source: Box::new(source),
         })?;
 
-    let mut mono = Vec::new();
     let mut interleaved: Vec<f32> = Vec::new();
-    let mut rate: Option<u32> = None;
-    let mut channels = 0usize;
     let mut bad_packets = 0usize;
     let mut last_decode_error = None;
     loop {
@@ -109,32 +107,13 @@ pub(crate) fn decode<'s>(
             }
         };
         let spec = buf.spec();
-        let buf_rate = spec.rate();
-        let buf_channels = spec.channels().count();
-        match rate {
-            None => {
-                rate = Some(buf_rate);
-                channels = buf_channels;
-            }
-            Some(r) if r != buf_rate || channels != buf_channels => {
-                return Err(AudioError::Decode {
-                    path: p(),
-                    detail: format!(
-                        "stream changes format mid-file ({r} Hz x{channels} to {buf_rate} Hz x{buf_channels})"
-                    ),
-                    source: None,
-                });
-            }
-            Some(_) => {}
-        }
-        if buf_channels == 0 {
-            return Err(AudioError::NoChannels { path: p() });
-        }
+        let (rate, channels) = (spec.rate(), spec.channels().count());
+        intake.set_format(rate, rate, channels)?;
         buf.copy_to_vec_interleaved(&mut interleaved);
-        downmix_into(&interleaved, buf_channels, &mut mono);
+        intake.push(&interleaved)?;
     }
 
-    if mono.is_empty() && bad_packets > 0 {
+    if intake.frames() == 0 && bad_packets > 0 {
         // Nothing decoded at all: the stream is broken, not merely scratched.
         return Err(AudioError::Decode {
             path: p(),
@@ -142,16 +121,5 @@ pub(crate) fn decode<'s>(
             source: last_decode_error.map(|e| Box::new(e) as BoxError),
         });
     }
-    let rate = rate.or(params.sample_rate).unwrap_or(0);
-    let channels = if channels > 0 {
-        channels
-    } else {
-        params.channels.as_ref().map_or(0, |c| c.count())
-    };
-    Ok(Decoded {
-        mono,
-        rate,
-        source_rate: rate,
-        channels: u16::try_from(channels).unwrap_or(u16::MAX),
-    })
+    Ok(())
 }

@@ -10,8 +10,7 @@ use std::path::Path;
 
 use opus_pure::{MAX_PACKET_SAMPLES, OggOpusReader, Trim};
 
-use super::resample::downmix_into;
-use super::{AudioError, Decoded, SAMPLE_RATE};
+use super::{AudioError, Intake, SAMPLE_RATE};
 
 /// True when `head` (the first bytes of a file) is the first page of an Ogg Opus stream:
 /// an Ogg page (`OggS`) whose first packet starts with `OpusHead` (RFC 7845 §5.1).
@@ -25,7 +24,8 @@ pub(crate) fn sniff(head: &[u8]) -> bool {
             .is_some_and(|packet| packet.starts_with(b"OpusHead"))
 }
 
-pub(crate) fn decode<R: Read>(reader: R, path: &Path) -> Result<Decoded, AudioError> {
+/// Decodes an Ogg Opus stream into `intake` at 16 kHz.
+pub(crate) fn decode<R: Read>(reader: R, path: &Path, intake: &mut Intake) -> Result<(), AudioError> {
     let p = || path.to_path_buf();
     let decode_err = |source: opus_pure::Error| AudioError::Decode {
         path: p(),
@@ -57,8 +57,10 @@ pub(crate) fn decode<R: Read>(reader: R, path: &Path) -> Result<Decoded, AudioEr
             source: Box::new(e),
         })?;
     let mut trim = Trim::new(ogg.head(), SAMPLE_RATE as i32, channels).map_err(decode_err)?;
+    // Opus always runs at 48 kHz (the header's input rate is only a note about the original
+    // recording); it is decoded straight to 16 kHz.
+    intake.set_format(SAMPLE_RATE, 48_000, channels)?;
     let mut block = vec![0.0f32; MAX_PACKET_SAMPLES * channels];
-    let mut mono = Vec::new();
     for packet in ogg.packets() {
         let packet = match packet {
             Ok(packet) => packet,
@@ -70,14 +72,7 @@ pub(crate) fn decode<R: Read>(reader: R, path: &Path) -> Result<Decoded, AudioEr
             .decode(&packet.data, MAX_PACKET_SAMPLES, &mut block)
             .map_err(decode_err)?;
         let decoded = block.get(..n * channels).unwrap_or(&block);
-        downmix_into(trim.keep(&packet, decoded), channels, &mut mono);
+        intake.push(trim.keep(&packet, decoded))?;
     }
-    Ok(Decoded {
-        mono,
-        rate: SAMPLE_RATE,
-        // Opus always runs at 48 kHz (the header's input rate is only a note about the
-        // original recording).
-        source_rate: 48_000,
-        channels: u16::from(ogg.head().channel_count),
-    })
+    Ok(())
 }

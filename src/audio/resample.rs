@@ -20,8 +20,9 @@ const CHUNK: usize = 1024;
 
 /// Averages `channels` interleaved channels into mono, appending to `mono`.
 ///
-/// Non-finite samples (a corrupt float file) are read as silence so that one NaN cannot
-/// poison the whole spectrogram's normalisation. A trailing partial frame is dropped.
+/// Decoded files reach this only after [`super::Intake`] has refused non-finite samples;
+/// reading any that still arrive as silence keeps one NaN from poisoning a whole
+/// spectrogram's normalisation. A trailing partial frame is dropped.
 pub(crate) fn downmix_into(interleaved: &[f32], channels: usize, mono: &mut Vec<f32>) {
     let clean = |x: f32| if x.is_finite() { x } else { 0.0 };
     match channels {
@@ -87,6 +88,8 @@ pub fn resample_to_16k(samples: &[f32], from_rate: u32) -> Result<Vec<f32>, Audi
 /// about `n × 16000 / from_rate` output samples in all.
 pub struct StreamResampler {
     from_rate: u32,
+    /// Names the stream in errors.
+    label: std::path::PathBuf,
     resampler: Fft<f32>,
     pending: Vec<f32>,
     delay_left: usize,
@@ -118,6 +121,7 @@ impl StreamResampler {
             })?;
         Ok(StreamResampler {
             from_rate,
+            label: path.to_path_buf(),
             delay_left: resampler.output_delay(),
             resampler,
             pending: Vec::new(),
@@ -170,8 +174,9 @@ impl StreamResampler {
 
     fn run(&mut self, offset: usize, partial: Option<usize>, out: &mut Vec<f32>) -> Result<(), AudioError> {
         let from_rate = self.from_rate;
+        let label = &self.label;
         let err = |source: BoxError| AudioError::Resample {
-            path: Path::new("<stream>").to_path_buf(),
+            path: label.clone(),
             from_rate,
             source,
         };
@@ -189,7 +194,7 @@ impl StreamResampler {
         let data = output.take_data();
         let skip = self.delay_left.min(data.len());
         self.delay_left -= skip;
-        out.extend_from_slice(&data[skip..]);
+        out.extend_from_slice(data.get(skip..).unwrap_or_default());
         self.produced += (data.len() - skip) as u64;
         Ok(())
     }

@@ -101,11 +101,113 @@ fn int_depths_scale_to_unit_range() {
 }
 
 #[test]
-fn float_wav_passes_through_and_non_finite_is_silence() {
+fn float_wav_passes_through() {
     let s = spec(1, 16_000, 32, hound::SampleFormat::Float);
-    let bytes = wav_with(s, &[0.25f32, -0.75, 1.0, f32::NAN, f32::INFINITY]);
+    // Slightly past full scale (a hot float master) is left alone.
+    let bytes = wav_with(s, &[0.25f32, -0.75, 1.0, -1.5, 3.9]);
     let a = read_audio_bytes(&bytes, "f.wav").expect("float WAV reads");
-    assert_eq!(a.samples, [0.25, -0.75, 1.0, 0.0, 0.0]);
+    assert_eq!(a.samples, [0.25, -0.75, 1.0, -1.5, 3.9]);
+}
+
+#[test]
+fn non_finite_samples_are_an_error_naming_the_first_one() {
+    let s = spec(2, 16_000, 32, hound::SampleFormat::Float);
+    let mut samples = vec![0.1f32; 2 * 20_000];
+    samples[2 * 16_000 + 1] = f32::NAN; // frame 16000 (1 s), channel 2
+    samples[2 * 17_000] = f32::INFINITY;
+    let err = read_audio_bytes(&wav_with(s, &samples), "nan.wav").expect_err("NaN refused");
+    assert!(
+        matches!(
+            err,
+            AudioError::NonFinite {
+                frame: 16_000,
+                channel: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "nan.wav: sample 16000 (at 1.000 s, channel 2) is NaN: the file is corrupt"
+    );
+    let s = spec(1, 8_000, 32, hound::SampleFormat::Float);
+    let err = read_audio_bytes(&wav_with(s, &[0.0, 0.5, f32::NEG_INFINITY]), "inf.wav").expect_err("inf");
+    assert_eq!(
+        err.to_string(),
+        "inf.wav: sample 2 (at 0.000 s, channel 1) is -inf: the file is corrupt"
+    );
+}
+
+#[test]
+fn float_samples_far_outside_full_scale_are_refused() {
+    // A float WAV holding integer-scaled values (or 1e30s): never a hallucinated transcript.
+    let s = spec(1, 16_000, 32, hound::SampleFormat::Float);
+    let mut samples = vec![0.0f32; 48_000];
+    samples[24_000] = 1e30;
+    let err = read_audio_bytes(&wav_with(s, &samples), "loud.wav").expect_err("1e30 refused");
+    assert!(matches!(err, AudioError::OutOfRange { frame: 24_000, .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(
+            "loud.wav: sample 24000 (at 1.500 s, channel 1) is 1000000000000000000000000000000, far outside [-1, 1]"
+        ),
+        "{err}"
+    );
+    let s = spec(1, 16_000, 32, hound::SampleFormat::Float);
+    let err = read_audio_bytes(&wav_with(s, &[0.0, 12000.0, -3.0]), "int.wav").expect_err("int-scaled");
+    assert!(
+        err.to_string().contains("were integer values written as floats?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn one_sample_is_empty() {
+    let err = read_audio_bytes(&int_wav(1, 16_000, 16, &[1000]), "one.wav").expect_err("one sample");
+    assert_eq!(err.to_string(), "one.wav: file is empty (1 samples)");
+    // Two are a (very short) file: no error, and no mel frame either.
+    let a = read_audio_bytes(&int_wav(1, 16_000, 16, &[1000, -1000]), "two.wav").expect("two samples");
+    assert_eq!(a.samples.len(), 2);
+}
+
+#[test]
+fn duration_cap_is_an_error_and_streaming_matches_the_whole_read() {
+    let x = sine(440.0, 44_100, 2.5, 0.5);
+    let bytes = int_wav(
+        2,
+        44_100,
+        16,
+        &to_i16(&x.iter().flat_map(|&v| [v, -v]).collect::<Vec<_>>()),
+    );
+    let limits = AudioLimits {
+        max_duration_s: Some(2.0),
+    };
+    let err = stream_audio_bytes(&bytes, "long.wav", &limits, &mut |_| Ok(())).expect_err("over the cap");
+    assert_eq!(err.to_string(), "long.wav: audio is longer than the limit of 2 s");
+
+    let whole = read_audio_bytes(&bytes, "long.wav").expect("reads");
+    let mut streamed = Vec::new();
+    let mut calls = 0;
+    let info = stream_audio_bytes(&bytes, "long.wav", &AudioLimits::default(), &mut |chunk| {
+        streamed.extend_from_slice(chunk);
+        calls += 1;
+        Ok(())
+    })
+    .expect("streams");
+    assert!(calls > 5, "{calls} chunks");
+    assert_eq!(streamed, whole.samples);
+    assert_eq!(info.samples, whole.samples.len() as u64);
+    assert_eq!((info.source_rate, info.source_channels), (44_100, 2));
+    assert!((info.duration_s() - 2.5).abs() < 1e-3);
+
+    // The consumer can stop the read; its error comes back.
+    let err = stream_audio_bytes(&bytes, "long.wav", &AudioLimits::default(), &mut |_| {
+        Err(AudioError::Stopped {
+            path: "long.wav".into(),
+        })
+    })
+    .expect_err("stopped");
+    assert!(matches!(err, AudioError::Stopped { .. }), "{err:?}");
 }
 
 #[test]
@@ -116,7 +218,7 @@ fn channels_are_averaged() {
     assert_eq!(a.samples, [0.125, 32767.0 / 65536.0]);
 
     // Three channels (hound writes WAVE_FORMAT_EXTENSIBLE for > 2).
-    let three = int_wav(3, 16_000, 16, &[3000, 6000, 9000]);
+    let three = int_wav(3, 16_000, 16, &[3000, 6000, 9000, 0, 0, 0]);
     let a = read_audio_bytes(&three, "3.wav").expect("3-channel reads");
     assert_eq!(a.source_channels, 3);
     assert!((a.samples[0] - 6000.0 / 32768.0).abs() < 1e-7);

@@ -10,25 +10,22 @@ use std::path::Path;
 
 use hound::{SampleFormat, WavReader};
 
-use super::resample::downmix_into;
-use super::{AudioError, Decoded};
+use super::{AudioError, Intake};
 
 /// What reading a RIFF/WAVE stream with hound gave.
 pub(crate) enum WavRead {
-    Decoded(Decoded),
+    /// Every sample went to the intake.
+    Done,
     /// hound cannot read this encoding; the error is the one to report if no other
     /// decoder can either.
     NotForHound(AudioError),
 }
 
-/// Interleaved samples converted per batch before downmixing (bounded memory per batch).
+/// Interleaved samples converted per batch before they go to the intake (bounded memory).
 const BATCH: usize = 16 * 1024;
-/// Upper bound on the up-front reservation, so a header that lies about its length
-/// cannot make us allocate gigabytes before a single sample is read.
-const MAX_RESERVE_FRAMES: usize = 1 << 24;
 
-/// Reads a whole WAV stream into mono f32 at its own rate.
-pub(crate) fn decode<R: Read>(reader: R, path: &Path) -> Result<WavRead, AudioError> {
+/// Reads a WAV stream into `intake`, batch by batch.
+pub(crate) fn decode<R: Read>(reader: R, path: &Path, intake: &mut Intake) -> Result<WavRead, AudioError> {
     let reader = match WavReader::new(reader) {
         Ok(r) => r,
         Err(e) => return open_error(e, path),
@@ -45,27 +42,25 @@ pub(crate) fn decode<R: Read>(reader: R, path: &Path) -> Result<WavRead, AudioEr
         }));
     }
     let channels = usize::from(spec.channels);
-    if channels == 0 {
-        return Err(AudioError::NoChannels {
-            path: path.to_path_buf(),
-        });
-    }
+    intake.set_format(spec.sample_rate, spec.sample_rate, channels)?;
     let expected = u64::from(reader.len());
-    let frames = usize::try_from(expected).unwrap_or(usize::MAX) / channels;
-    let mut mono = Vec::with_capacity(frames.min(MAX_RESERVE_FRAMES));
 
     let read = match spec.sample_format {
-        SampleFormat::Float => read_all(reader.into_samples::<f32>(), channels, &mut mono, |x| x),
+        SampleFormat::Float => read_all(reader.into_samples::<f32>(), channels, intake, |x| x),
         SampleFormat::Int => {
             // 2^(bits-1): 128, 32768, 8388608, 2147483648. hound hands back 8-bit
             // (unsigned on disk) already centred on zero, so one rule fits all depths.
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f64;
-            read_all(reader.into_samples::<i32>(), channels, &mut mono, |x| {
+            read_all(reader.into_samples::<i32>(), channels, intake, |x| {
                 (f64::from(x) * scale) as f32
             })
         }
     };
-    if let Err((e, got)) = read {
+    if let Err(fail) = read {
+        let (e, got) = match fail {
+            ReadFail::Intake(e) => return Err(e),
+            ReadFail::Hound(e, got) => (e, got),
+        };
         return Err(match e {
             hound::Error::IoError(io) if is_short_read(&io) => AudioError::TruncatedData {
                 path: path.to_path_buf(),
@@ -82,22 +77,19 @@ pub(crate) fn decode<R: Read>(reader: R, path: &Path) -> Result<WavRead, AudioEr
             },
         });
     }
-    Ok(WavRead::Decoded(Decoded {
-        mono,
-        rate: spec.sample_rate,
-        source_rate: spec.sample_rate,
-        channels: spec.channels,
-    }))
+    Ok(WavRead::Done)
 }
 
-/// Converts and downmixes every sample; on failure returns the error and how many
-/// interleaved samples were read before it.
-fn read_all<S, I>(
-    samples: I,
-    channels: usize,
-    mono: &mut Vec<f32>,
-    convert: impl Fn(S) -> f32,
-) -> Result<(), (hound::Error, u64)>
+/// Why [`read_all`] stopped early.
+enum ReadFail {
+    /// hound failed after this many interleaved samples.
+    Hound(hound::Error, u64),
+    /// The intake refused the samples.
+    Intake(AudioError),
+}
+
+/// Converts every sample and hands them to `intake` in batches of whole frames.
+fn read_all<S, I>(samples: I, channels: usize, intake: &mut Intake, convert: impl Fn(S) -> f32) -> Result<(), ReadFail>
 where
     I: Iterator<Item = hound::Result<S>>,
 {
@@ -107,15 +99,18 @@ where
     for (got, s) in samples.enumerate() {
         match s {
             Ok(s) => batch.push(convert(s)),
-            Err(e) => return Err((e, got as u64)),
+            Err(e) => return Err(ReadFail::Hound(e, got as u64)),
         }
         if batch.len() == batch_len {
-            downmix_into(&batch, channels, mono);
+            intake.push(&batch).map_err(ReadFail::Intake)?;
             batch.clear();
         }
     }
-    downmix_into(&batch, channels, mono);
-    Ok(())
+    // A trailing partial frame (a truncated last frame) is dropped.
+    let whole = batch.len() - batch.len() % channels;
+    intake
+        .push(batch.get(..whole).unwrap_or_default())
+        .map_err(ReadFail::Intake)
 }
 
 /// The stream ended early. hound reports this either as `UnexpectedEof` (`read_exact`) or,
@@ -180,22 +175,28 @@ pub(crate) struct HeaderFormat {
 /// Scans the chunks in `head` (the first bytes of a WAV file) for `fmt ` and describes
 /// the encoding. Best effort: `None` when the fmt chunk is not within `head`.
 pub(crate) fn describe_header(head: &[u8]) -> Option<HeaderFormat> {
-    let mut pos = 12; // after "RIFF" <len> "WAVE"
-    while let Some(chunk) = head.get(pos..pos + 8) {
-        let id = &chunk[..4];
-        let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
+    let mut pos: usize = 12; // after "RIFF" <len> "WAVE"
+    // Little-endian integers at `at` in `head`, None past its end.
+    let u16_at = |at: usize| {
+        head.get(at..at.checked_add(2)?)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_le_bytes)
+    };
+    let u32_at = |at: usize| {
+        head.get(at..at.checked_add(4)?)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    loop {
+        let id = head.get(pos..pos.checked_add(4)?)?;
+        let len = u32_at(pos + 4)? as usize;
         if id == b"fmt " {
-            let fmt = head.get(pos + 8..pos + 24)?;
-            let tag = u16::from_le_bytes([fmt[0], fmt[1]]);
-            let bits = u16::from_le_bytes([fmt[14], fmt[15]]);
+            let tag = u16_at(pos + 8)?;
+            let bits = u16_at(pos + 22)?;
             // WAVE_FORMAT_EXTENSIBLE keeps the real tag in the first two bytes of the
             // SubFormat GUID and the meaningful depth in wValidBitsPerSample.
-            let (tag, bits) = match head.get(pos + 26..pos + 34) {
-                Some(ext) if tag == 0xFFFE => {
-                    let valid = u16::from_le_bytes([ext[0], ext[1]]);
-                    let sub = u16::from_le_bytes([ext[6], ext[7]]);
-                    (sub, if valid > 0 { valid } else { bits })
-                }
+            let (tag, bits) = match (u16_at(pos + 26), u16_at(pos + 32)) {
+                (Some(valid), Some(sub)) if tag == 0xFFFE => (sub, if valid > 0 { valid } else { bits }),
                 _ => (tag, bits),
             };
             let hound_reads = matches!((tag, bits), (1, 8 | 16 | 24 | 32) | (3, 32));
@@ -217,5 +218,4 @@ pub(crate) fn describe_header(head: &[u8]) -> Option<HeaderFormat> {
         // Chunks are word aligned: an odd length is followed by a pad byte.
         pos = pos.checked_add(8)?.checked_add(len)?.checked_add(len & 1)?;
     }
-    None
 }

@@ -1,11 +1,21 @@
 //! `steno transcribe`: files and folders in, one transcript per file out (stdout or
 //! `--output-dir`), a progress bar on stderr when it is a terminal. A file that fails is
 //! reported on stderr and skipped; the exit code is 1 when any file failed.
+//!
+//! Ends early without a partial output: each output file is written to a temporary file in
+//! the output folder, synced, then renamed over `<name>.<format>`, so a reader only ever sees
+//! whole transcripts (a failed write, such as a full disk, removes the temporary file and
+//! names the output). Ctrl-C (SIGINT) ends the batch at once with exit code 130: the outputs
+//! already finished are on disk (or printed), the files in flight are dropped, and an output
+//! being written or printed at that moment is completed first. A closed stdout
+//! (`steno … | head -1`) ends the batch quietly with 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -38,6 +48,10 @@ pub struct TranscribeArgs {
     /// Files transcribed at once, each by its own model copy (threads are split between them).
     #[arg(long, short = 'j', default_value_t = 1)]
     jobs: usize,
+    /// Refuse files longer than this many seconds of audio (reported like any bad file; the
+    /// batch goes on). Default: no limit (memory does not grow with a file's length).
+    #[arg(long, value_name = "SECONDS")]
+    max_duration_s: Option<f64>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -126,8 +140,13 @@ impl OrderedPrinter {
                     bar.suspend(|| eprintln!("steno: error: {e:#}"));
                 }
                 Ok(bytes) if !bytes.is_empty() && !self.broken_pipe => {
+                    let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
                     let mut out = std::io::stdout().lock();
-                    if let Err(e) = out.write_all(&bytes).and_then(|_| out.flush()) {
+                    let written = out.write_all(&bytes).and_then(|_| out.flush());
+                    if written.is_ok() {
+                        DONE.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if let Err(e) = written {
                         if e.kind() == std::io::ErrorKind::BrokenPipe {
                             self.broken_pipe = true;
                         } else {
@@ -145,6 +164,12 @@ impl OrderedPrinter {
 pub fn run(args: TranscribeArgs) -> Result<ExitCode> {
     let format: Format = args.format.parse()?;
     let files = collect_inputs(&args.inputs, args.recursive)?;
+    let limits = steno::audio::AudioLimits {
+        max_duration_s: match args.max_duration_s {
+            Some(s) if !(s.is_finite() && s > 0.0) => bail!("--max-duration-s must be a positive number of seconds"),
+            other => other,
+        },
+    };
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create output folder", dir.display()))?;
     }
@@ -171,7 +196,8 @@ pub fn run(args: TranscribeArgs) -> Result<ExitCode> {
         ((done as f64 + partial) * 1000.0) as u64
     };
 
-    steno::engine::transcribe_files_parallel(&engines, &files, &mut |event| match event {
+    install_interrupt_handler(bar.clone(), files.len());
+    steno::engine::transcribe_files_parallel(&engines, &files, &limits, &mut |event| match event {
         FileEvent::Started { index, duration, .. } => {
             in_flight.insert(index, (duration, 0.0));
         }
@@ -193,6 +219,11 @@ pub fn run(args: TranscribeArgs) -> Result<ExitCode> {
                 render(&transcript, path, format, args.output_dir.as_deref(), multiple)
             });
             printer.finish(index, outcome, &bar);
+            // Nobody reads stdout any more: the rest of the batch would be for nothing.
+            if printer.broken_pipe {
+                bar.finish_and_clear();
+                exit_now(0);
+            }
         }
     });
     bar.finish_and_clear();
@@ -244,16 +275,78 @@ fn start_engines(model: &ModelArgs, decode: &DecodeArgs, jobs: usize, files: usi
         .collect()
 }
 
+/// Held while an output is being written (a file under its temporary name, or bytes to
+/// stdout): Ctrl-C ends the process only between writes.
+static WRITING: Mutex<()> = Mutex::new(());
+
+/// Outputs written or printed whole so far (for the message at Ctrl-C).
+static DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// Ctrl-C during the batch: wait for an output being written, then end with 130 (128 +
+/// SIGINT, what a shell reports for a process the signal ended). If the handler cannot be
+/// installed, Ctrl-C keeps its default (the process ends at once; a partial output can then
+/// only be a temporary file).
+fn install_interrupt_handler(bar: ProgressBar, total: usize) {
+    let installed = ctrlc::set_handler(move || {
+        let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+        bar.finish_and_clear();
+        eprintln!(
+            "steno: interrupted: {} of {total} files done",
+            DONE.load(Ordering::SeqCst)
+        );
+        exit_now(130);
+    });
+    if let Err(e) = installed {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+}
+
+/// End the process now; the caller holds [`WRITING`] or knows no output is being written. The
+/// engines' workers may be mid-file: they are not waited for (a decode cannot be cancelled).
+/// `_exit`, not `exit`: `exit` runs ONNX Runtime's C++ static destructors while a worker may
+/// still be inside a session (seen: kernels failing at teardown, and ONNX Runtime logging it).
+fn exit_now(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    #[cfg(unix)]
+    {
+        unsafe extern "C" {
+            fn _exit(status: std::ffi::c_int) -> !;
+        }
+        // SAFETY: `_exit` only ends the process; stdout is flushed above and output files
+        // are synced before their rename.
+        unsafe { _exit(code) }
+    }
+    #[cfg(not(unix))]
+    std::process::exit(code)
+}
+
+/// Write `<dir>/<input stem>.<format>` whole or not at all: into a temporary file beside it,
+/// synced (a full disk or I/O error shows here, not as a short file later), then renamed over
+/// the target. On failure the temporary file is removed and the error names the target.
 fn write_file(dir: &Path, input: &Path, transcript: &steno::Transcript, format: Format) -> Result<()> {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "audio".into());
-    let target = dir.join(format!("{stem}.{}", format.extension()));
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(&target).with_context(|| format!("{}: cannot create", target.display()))?,
-    );
-    output::write(&mut file, transcript, format, Some(&input.display().to_string()))
-        .and_then(|_| file.flush())
-        .with_context(|| format!("{}: cannot write", target.display()))
+    let name = format!("{stem}.{}", format.extension());
+    let target = dir.join(&name);
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    let file = std::fs::File::create(&temp).with_context(|| format!("{}: cannot create", target.display()))?;
+    let written = (|| -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(file);
+        output::write(&mut out, transcript, format, Some(&input.display().to_string()))?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&temp, &target)
+    })();
+    match written {
+        Ok(()) => {
+            DONE.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e).with_context(|| format!("{}: cannot write", target.display()))
+        }
+    }
 }

@@ -113,7 +113,7 @@ pub fn evaluate(
     let mut items = Vec::with_capacity(refs.len());
     let started = Instant::now();
     let mut last = started;
-    transcribe_files_parallel(engines, &paths, &mut |event| {
+    transcribe_files_parallel(engines, &paths, &crate::audio::AudioLimits::default(), &mut |event| {
         if let FileEvent::Finished { index, result, .. } = event {
             let reference = &refs[index];
             let now = Instant::now();

@@ -122,17 +122,22 @@ impl LogMel {
         // sample t * HOP_LENGTH.
         let pad = N_FFT / 2;
         let mut padded = Vec::with_capacity(n + 2 * pad);
-        padded.extend((0..pad).map(|i| samples[reflect(i as isize - pad as isize, n)]));
+        // `reflect` returns an index in 0..n; the 0.0 fallback is never read.
+        let at = |i: isize| samples.get(reflect(i, n)).copied().unwrap_or(0.0);
+        padded.extend((0..pad).map(|i| at(i as isize - pad as isize)));
         padded.extend_from_slice(samples);
-        padded.extend((0..pad).map(|i| samples[reflect((n + i) as isize, n)]));
+        padded.extend((0..pad).map(|i| at((n + i) as isize)));
 
         // Buffers reused across frames: no allocation inside the loop.
         let mut scratch = self.scratch();
         let mut column = vec![0.0f32; self.n_mels];
         for (t, chunk) in padded.windows(N_FFT).step_by(HOP_LENGTH).take(n_frames).enumerate() {
             self.frame_into(chunk, &mut scratch, &mut column);
-            for (m, &x) in column.iter().enumerate() {
-                data[m * n_frames + t] = x;
+            // Column t of each row: [n_mels][n_frames] row-major.
+            for (row, &x) in data.chunks_exact_mut(n_frames).zip(&column) {
+                if let Some(dst) = row.get_mut(t) {
+                    *dst = x;
+                }
             }
         }
         Mel {
@@ -218,8 +223,11 @@ pub fn slaney_filterbank(n_mels: usize) -> Vec<Vec<f32>> {
         .collect();
     edges
         .windows(3)
-        .map(|e| {
-            let (lo, mid, hi) = (e[0], e[1], e[2]);
+        .filter_map(|e| match *e {
+            [lo, mid, hi] => Some((lo, mid, hi)),
+            _ => None,
+        })
+        .map(|(lo, mid, hi)| {
             let enorm = 2.0 / (hi - lo);
             fft_freqs
                 .iter()
@@ -278,6 +286,12 @@ pub fn normalize_whisper(values: &mut [f32]) {
     for x in values {
         *x = (x.max(floor) + 4.0) / 4.0;
     }
+}
+
+/// [`Mel::silence_value`] for a spectrogram whose largest normalised value is `max`.
+pub(crate) fn silence_value_for(max: f32) -> f32 {
+    let floor = (LOG10_FLOOR + 4.0) / 4.0;
+    if max.is_finite() { (max - 2.0).max(floor) } else { floor }
 }
 
 /// A log-Mel spectrogram, `[n_mels][n_frames]` row-major (mel bin outer, frame inner):
@@ -378,6 +392,14 @@ impl Mel {
         } else {
             f32::NEG_INFINITY
         }
+    }
+
+    /// Mel value of digital silence in a spectrogram normalised by [`Mel::normalize_whisper`]:
+    /// its floor, `max(x) − 8` in log10 units, i.e. `max(normalised) − 2` (and never below
+    /// log10(1e-10)). Padding with it is what Whisper's 30 s of appended zero samples look like
+    /// to the encoder.
+    pub fn silence_value(&self) -> f32 {
+        silence_value_for(self.data.iter().copied().fold(f32::NEG_INFINITY, f32::max))
     }
 
     /// [`Mel::copy_window_into`] into a new buffer.

@@ -116,11 +116,13 @@ impl MelStream {
         let first = (t * HOP_LENGTH as u64) as i64 - (N_FFT / 2) as i64;
         let start = first - self.samples_start as i64;
         let contiguous = first >= 0 && clip_len.is_none_or(|n| first as u64 + N_FFT as u64 <= n);
-        match (contiguous, usize::try_from(start)) {
-            (true, Ok(s)) if s + N_FFT <= self.samples.len() => {
-                self.chunk.copy_from_slice(&self.samples[s..s + N_FFT]);
-            }
-            _ => {
+        let held = match (contiguous, usize::try_from(start)) {
+            (true, Ok(s)) => self.samples.get(s..s + N_FFT),
+            _ => None,
+        };
+        match held {
+            Some(src) => self.chunk.copy_from_slice(src),
+            None => {
                 // An edge frame: reflect about the clip's first (and, at the end, last) sample.
                 let n = clip_len.unwrap_or(u64::MAX / 4) as usize;
                 for (i, dst) in self.chunk.iter_mut().enumerate() {
@@ -160,6 +162,11 @@ impl MelStream {
         }
     }
 
+    /// Every held frame (`frames_start()..frames_end()`), raw, `[frame][mel]`.
+    pub fn held(&self) -> &[f32] {
+        &self.frames
+    }
+
     /// Raw frame `t`, if held.
     pub fn frame(&self, t: u64) -> Option<&[f32]> {
         let i = t.checked_sub(self.frames_start)? as usize;
@@ -192,8 +199,10 @@ impl MelStream {
         let pad = (floor + 4.0) / 4.0;
         let mut out = vec![pad; m * len];
         for (t, column) in frames.chunks_exact(m).enumerate() {
-            for (bin, &x) in column.iter().enumerate() {
-                out[bin * len + t] = (x.max(floor) + 4.0) / 4.0;
+            for (row, &x) in out.chunks_exact_mut(len).zip(column) {
+                if let Some(dst) = row.get_mut(t) {
+                    *dst = (x.max(floor) + 4.0) / 4.0;
+                }
             }
         }
         debug_assert!(content <= len);

@@ -300,7 +300,11 @@ impl Metadata<'_> {
     }
 }
 
-fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpec, SpecialTokens)> {
+/// Reads and range-checks a Whisper export's `metadata_props` (the encoder's): every size,
+/// token id and alignment head is checked against the others, so a corrupt or hand-edited
+/// file is refused here, naming `path` and the key, instead of looping or overflowing later.
+/// (Consistency with the graphs' own tensor shapes is checked when the sessions are bound.)
+pub fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpec, SpecialTokens)> {
     let md = Metadata { path, map };
     let multilingual = md.num::<u32>("is_multilingual")? != 0;
     let n_vocab: usize = md.num("n_vocab")?;
@@ -391,6 +395,9 @@ fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpe
         ("no_speech", tokens.no_speech),
         ("no_timestamps", tokens.no_timestamps),
         ("timestamp_begin", tokens.timestamp_begin),
+        ("sot_prev", tokens.sot_prev),
+        ("sot_lm", tokens.sot_lm),
+        ("blank_id", tokens.blank),
     ] {
         check(key, id)?;
     }
@@ -407,6 +414,47 @@ fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(ModelSpe
             problem: format!(
                 "{} heads do not divide n_text_state {}",
                 spec.n_text_head, spec.n_text_state
+            ),
+        });
+    }
+    // Sizes: what Whisper's dimensions can be. n_text_ctx needs room for <|sot|> and one
+    // token; the upper bounds only keep arithmetic and allocations sane on absurd values
+    // (large-v3 has 1500 / 448 / 1280 / 20 / 32 / 51866).
+    for (key, value, min, max) in [
+        ("n_audio_ctx", spec.n_audio_ctx, 1, 1 << 16),
+        ("n_text_ctx", spec.n_text_ctx, 2, 1 << 16),
+        ("n_text_state", spec.n_text_state, 1, 1 << 16),
+        ("n_text_head", spec.n_text_head, 1, 1 << 10),
+        ("n_text_layer", spec.n_text_layer, 1, 1 << 10),
+        ("n_vocab", spec.n_vocab, 1, 1 << 24),
+    ] {
+        if !(min..=max).contains(&value) {
+            return Err(Error::Metadata {
+                path: path.to_path_buf(),
+                key: key.into(),
+                problem: format!("{value} is outside {min}..={max}"),
+            });
+        }
+    }
+    for &(layer, head) in &spec.alignment_heads {
+        if layer >= spec.n_text_layer || head >= spec.n_text_head {
+            return Err(Error::Metadata {
+                path: path.to_path_buf(),
+                key: "alignment_heads".into(),
+                problem: format!(
+                    "`{layer}:{head}` is outside the decoder ({} layers of {} heads)",
+                    spec.n_text_layer, spec.n_text_head
+                ),
+            });
+        }
+    }
+    if tokens.timestamp_begin <= tokens.no_timestamps || tokens.eot == tokens.sot {
+        return Err(Error::Metadata {
+            path: path.to_path_buf(),
+            key: "timestamp_begin".into(),
+            problem: format!(
+                "special tokens out of Whisper's order (eot {}, sot {}, no_timestamps {}, timestamp_begin {})",
+                tokens.eot, tokens.sot, tokens.no_timestamps, tokens.timestamp_begin
             ),
         });
     }
@@ -585,5 +633,40 @@ mod tests {
         md.insert("alignment_heads".into(), "1:0,2:5".into());
         let (spec, _) = parse_metadata(Path::new("enc.onnx"), md).unwrap();
         assert_eq!(spec.alignment_heads, vec![(1, 0), (2, 5)]);
+    }
+
+    #[test]
+    fn out_of_range_metadata_is_refused_naming_the_key() {
+        for (key, value, expect) in [
+            ("n_audio_ctx", "0", "metadata `n_audio_ctx`: 0 is outside 1..=65536"),
+            ("n_text_ctx", "1", "metadata `n_text_ctx`: 1 is outside 2..=65536"),
+            ("n_text_layer", "0", "metadata `n_text_layer`: 0 is outside"),
+            ("n_vocab", "99999999999", "metadata `n_vocab`: 99999999999 is outside"),
+            (
+                "sot_prev",
+                "51864",
+                "metadata `sot_prev`: token id 51864 is outside the vocabulary",
+            ),
+            (
+                "alignment_heads",
+                "4:0",
+                "metadata `alignment_heads`: `4:0` is outside the decoder (4 layers of 6 heads)",
+            ),
+            ("alignment_heads", "3:6", "`3:6` is outside the decoder"),
+            (
+                "no_timestamps",
+                "50363",
+                "metadata `timestamp_begin`: special tokens out of Whisper's order",
+            ),
+        ] {
+            let mut md = sherpa_tiny_en();
+            md.insert(key.into(), value.into());
+            if key == "no_timestamps" {
+                md.insert("timestamp_begin".into(), "50363".into());
+            }
+            let err = parse_metadata(Path::new("m/enc.onnx"), md).unwrap_err().to_string();
+            assert!(err.starts_with("m/enc.onnx: "), "{key}={value}: {err}");
+            assert!(err.contains(expect), "{key}={value}: {err}");
+        }
     }
 }

@@ -182,16 +182,11 @@ impl AppState {
         })
     }
 
-    /// With no stream and no upload left, hand the heap's free memory back to the OS: glibc
-    /// keeps what per-stream threads freed in their arenas (measured, 8 streams then idle,
-    /// ONNX Runtime's arena off: 576 MiB without this, 262 MiB with it; fresh: 161 MiB).
+    /// With no stream and no upload left, hand the heap's free memory back to the OS
+    /// ([`crate::memory`]: glibc keeps what per-stream threads freed in their arenas).
     pub(crate) fn trim_if_idle(&self) {
         if self.streams.load(Ordering::Acquire) == 0 && self.uploads.load(Ordering::Acquire) == 0 {
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
-            // SAFETY: malloc_trim only walks and releases glibc's own free lists.
-            unsafe {
-                libc::malloc_trim(0);
-            }
+            crate::memory::release_free_heap();
         }
     }
 

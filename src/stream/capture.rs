@@ -207,8 +207,8 @@ where
     }
     let mut written = 0;
     for (frame, slot) in interleaved.chunks_exact(channels).zip(out.iter_mut()) {
-        let value = if channels == 1 {
-            frame[0].to_sample::<f32>()
+        let value = if let [only] = frame {
+            only.to_sample::<f32>()
         } else {
             let sum: f32 = frame.iter().map(|s| s.to_sample::<f32>()).sum();
             sum / channels as f32
@@ -240,7 +240,7 @@ fn deliver<T>(
     for chunk in interleaved.chunks(mono.len() * channels) {
         let n = downmix_into(chunk, channels, mono);
         if n > 0 {
-            on_samples(&mono[..n], sample_rate);
+            on_samples(mono.get(..n).unwrap_or_default(), sample_rate);
         }
     }
 }

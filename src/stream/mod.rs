@@ -13,6 +13,10 @@
 //! - [`window`]: the window jobs the worker runs (batch and live share its decoder);
 //! - `capture`: the microphone through cpal.
 
+// Input path: whatever a user or the network feeds steno passes through here, so nothing
+// may panic on it (tests are exempt: clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 #[cfg(feature = "mic")]
 pub mod capture;
 pub mod commit;

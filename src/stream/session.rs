@@ -599,8 +599,8 @@ impl Coordinator {
         let mut offset = 0;
         // Taken out while its windows are handled, so no window is copied.
         let pending = std::mem::take(&mut self.vad_pending);
-        while pending.len() - offset >= VAD_WINDOW {
-            self.on_vad_window(&pending[offset..offset + VAD_WINDOW]);
+        while let Some(window) = pending.get(offset..offset + VAD_WINDOW) {
+            self.on_vad_window(window);
             offset += VAD_WINDOW;
         }
         self.vad_pending = pending;
@@ -857,7 +857,8 @@ impl Coordinator {
             .take_while(|h| h.start_frame < context_start)
             .flat_map(|h| h.tokens.iter().copied())
             .collect();
-        tokens[tokens.len().saturating_sub(self.config.prompt_max_tokens)..].to_vec()
+        let keep_from = tokens.len().saturating_sub(self.config.prompt_max_tokens);
+        tokens.get(keep_from..).unwrap_or_default().to_vec()
     }
 
     /// Queue a window job for the utterance at `start` holding `content` frames of it, with the
@@ -1052,8 +1053,8 @@ impl Coordinator {
                 .unwrap_or_default();
             u.committed_logprobs.extend_from_slice(scores);
             u.committed_logprobs.resize(commit, 0.0);
-            u.committed
-                .extend_from_slice(&outcome.tokens[u.committed.len()..commit]);
+            let new = outcome.tokens.get(u.committed.len()..commit).unwrap_or_default();
+            u.committed.extend_from_slice(new);
             u.boundary_frame = outcome
                 .new_token_frames
                 .get(n_new)
@@ -1061,7 +1062,7 @@ impl Coordinator {
         } else if u.committed.is_empty() {
             u.boundary_frame = None;
         }
-        u.tentative = outcome.tokens[commit..].to_vec();
+        u.tentative = outcome.tokens.get(commit..).unwrap_or_default().to_vec();
         u.last_window = Some((job.start_frame, job.content_frames, outcome.tokens.clone()));
         let mut scores = u.committed_logprobs.clone();
         scores.extend(outcome.token_logprobs.iter().skip(u.committed.len()));

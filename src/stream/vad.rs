@@ -216,20 +216,22 @@ impl SileroVad {
         let session = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         use TensorElementType::{Float32, Int64};
         let input = check_outlet(path, session.inputs(), "input", Float32, 2)?;
-        if input[1] > 0 && input[1] as usize != SILERO_CONTEXT + VAD_WINDOW {
+        // check_outlet returned exactly 2 dimensions.
+        let samples_per_call = input.get(1).copied().unwrap_or(-1);
+        if samples_per_call > 0 && samples_per_call as usize != SILERO_CONTEXT + VAD_WINDOW {
             return Err(Error::Contract {
                 path: path.to_path_buf(),
                 tensor: "input".into(),
                 problem: format!(
                     "takes {} samples per call, expected {} (64 context + 512 new at 16 kHz)",
-                    input[1],
+                    samples_per_call,
                     SILERO_CONTEXT + VAD_WINDOW
                 ),
             });
         }
         for (outlets, name) in [(session.inputs(), "state"), (session.outputs(), "stateN")] {
             let dims = check_outlet(path, outlets, name, Float32, 3)?;
-            let fixed_wrong = |axis: usize, want: i64| dims[axis] > 0 && dims[axis] != want;
+            let fixed_wrong = |axis: usize, want: i64| dims.get(axis).is_some_and(|&d| d > 0 && d != want);
             if fixed_wrong(0, 2) || fixed_wrong(2, 128) {
                 return Err(Error::Contract {
                     path: path.to_path_buf(),
@@ -259,7 +261,7 @@ impl SpeechDetector for SileroVad {
         check_window(window)?;
         // The last 64 samples of the previous input become this call's context.
         self.input.copy_within(VAD_WINDOW.., 0);
-        for (dst, &x) in self.input[SILERO_CONTEXT..].iter_mut().zip(window) {
+        for (dst, &x) in self.input.iter_mut().skip(SILERO_CONTEXT).zip(window) {
             // A NaN or infinity would poison the recurrent state for the rest of the stream;
             // out-of-range values are clipped as a converter to 16-bit would.
             *dst = if x.is_finite() { x.clamp(-1.0, 1.0) } else { 0.0 };

@@ -303,7 +303,7 @@ fn decode_job(model: &mut WhisperModel, job: &WindowJob, cross: &CrossKv, encode
         ?new_token_frames,
         "window decoded"
     );
-    let token_logprobs = hyp.token_logprobs[..tokens.len().min(hyp.token_logprobs.len())].to_vec();
+    let token_logprobs: Vec<f32> = hyp.token_logprobs.iter().take(tokens.len()).copied().collect();
     let words = if job.words && !tokens.is_empty() && model.decoder.has_cross_qk() {
         let hyp = Hypothesis {
             tokens: tokens.clone(),

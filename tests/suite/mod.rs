@@ -1,6 +1,7 @@
 mod cli;
 mod common;
 mod engine;
+mod faults;
 mod mel;
 mod outputs;
 mod server;
