@@ -670,7 +670,8 @@ fn worker_loop(
                     updates,
                 }) => {
                     let mut sent = 0;
-                    let result = guarded("transcription", || {
+                    let what = format!("transcription of {}", mel.label());
+                    let result = guarded(&what, || {
                         transcribe_interleaved(
                             model,
                             &mut *mel,

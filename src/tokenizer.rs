@@ -15,6 +15,10 @@
 //! - a byte string listed under two ids keeps the lower id (tiktoken's files have no duplicates);
 //! - special tokens are never produced from text (tiktoken's `encode_ordinary`).
 
+// Input path: whatever a user or the network feeds steno passes through here, so nothing
+// may panic on it (tests are exempt: clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -105,7 +109,7 @@ impl Tokenizer {
             rest_from = m.end();
         }
         if rest_from < text.len() {
-            byte_pair_encode(&text.as_bytes()[rest_from..], ranks, &mut out);
+            byte_pair_encode(text.as_bytes().get(rest_from..).unwrap_or_default(), ranks, &mut out);
         }
         out
     }
@@ -149,7 +153,10 @@ fn byte_pair_encode(piece: &[u8], ranks: &HashMap<Vec<u8>, u32>, out: &mut Vec<u
         let best = bounds
             .windows(3)
             .enumerate()
-            .filter_map(|(i, w)| ranks.get(&piece[w[0]..w[2]]).map(|&rank| (rank, i)))
+            .filter_map(|(i, w)| match *w {
+                [from, _, to] => ranks.get(piece.get(from..to)?).map(|&rank| (rank, i)),
+                _ => None,
+            })
             .min();
         match best {
             Some((_, i)) => {
@@ -158,7 +165,10 @@ fn byte_pair_encode(piece: &[u8], ranks: &HashMap<Vec<u8>, u32>, out: &mut Vec<u
             None => break,
         }
     }
-    out.extend(bounds.windows(2).filter_map(|w| ranks.get(&piece[w[0]..w[1]]).copied()));
+    out.extend(bounds.windows(2).filter_map(|w| match *w {
+        [from, to] => ranks.get(piece.get(from..to)?).copied(),
+        _ => None,
+    }));
 }
 
 #[cfg(test)]

@@ -44,6 +44,10 @@ pub trait MelSource: Send {
     fn window(&mut self, start: usize, len: usize, pad: f32) -> Result<Vec<f32>>;
     /// [`Mel::band_peak_log10`] over `start..start + len`.
     fn band_peak_log10(&mut self, start: usize, len: usize, lo_hz: f64, hi_hz: f64) -> Result<f32>;
+    /// What the clip is, for messages (a file's path).
+    fn label(&self) -> String {
+        "audio clip".into()
+    }
 }
 
 impl MelSource for &Mel {
@@ -294,6 +298,10 @@ impl MelSource for MelFile {
         } else {
             f32::NEG_INFINITY
         })
+    }
+
+    fn label(&self) -> String {
+        self.path.display().to_string()
     }
 }
 

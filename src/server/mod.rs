@@ -16,6 +16,10 @@
 //! on the async workers. Limits ([`ServerConfig`]) bound streams, upload size and idle time;
 //! every client mistake is answered for that request alone (protocol.rs names the field).
 
+// Input path: whatever a user or the network feeds steno passes through here, so nothing
+// may panic on it (tests are exempt: clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod error;
 mod http;
 pub mod protocol;
@@ -157,15 +161,23 @@ impl AppState {
     /// The engine serving the fewest streams, and a slot on it (held for the stream's life).
     fn engine(self: &Arc<Self>) -> std::result::Result<(Arc<Engine>, Slot), ApiError> {
         let workers = self.workers()?;
-        let index = (0..workers.engines.len())
-            .min_by_key(|&i| workers.busy[i].load(Ordering::Acquire))
-            .unwrap_or(0);
-        workers.busy[index].fetch_add(1, Ordering::AcqRel);
+        // busy[i] counts engines[i]'s streams: the two lists are made together, one per engine.
+        let (index, engine) = workers
+            .engines
+            .iter()
+            .zip(&workers.busy)
+            .enumerate()
+            .min_by_key(|(_, (_, busy))| busy.load(Ordering::Acquire))
+            .map(|(i, (engine, busy))| {
+                busy.fetch_add(1, Ordering::AcqRel);
+                (i, engine.clone())
+            })
+            .ok_or_else(|| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, "no_engine", "no engine is loaded"))?;
         let slot = Slot {
             state: self.clone(),
             counter: Counter::Worker(index),
         };
-        Ok((workers.engines[index].clone(), slot))
+        Ok((engine, slot))
     }
 
     /// Take a stream slot, or `None` at `max_streams`.

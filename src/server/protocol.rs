@@ -168,12 +168,14 @@ pub fn decode_frame(bytes: &[u8], encoding: Encoding) -> Result<Vec<f32>, BadReq
     match encoding {
         Encoding::PcmS16le => Ok(bytes
             .chunks_exact(2)
-            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+            .filter_map(|b| b.try_into().ok())
+            .map(|b| f32::from(i16::from_le_bytes(b)) / 32768.0)
             .collect()),
         Encoding::F32le => {
             let samples: Vec<f32> = bytes
                 .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .filter_map(|b| b.try_into().ok())
+                .map(f32::from_le_bytes)
                 .collect();
             if let Some(i) = samples.iter().position(|x| !x.is_finite()) {
                 return Err(BadRequest::new(

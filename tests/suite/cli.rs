@@ -132,6 +132,84 @@ fn a_bad_file_does_not_stop_the_batch() {
     );
 }
 
+/// A 32-bit float WAV of `samples` (mono, 16 kHz).
+fn float_wav(path: &std::path::Path, samples: &[f32]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 16_000,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for &x in samples {
+        w.write_sample(x).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// NaN, 1e30-valued and one-sample files each get a one-line error naming the file (and the
+/// first bad sample), never a transcript; the batch goes on and the exit code says it failed.
+#[test]
+fn odd_audio_is_an_error_per_file_and_the_batch_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let speech = steno::audio::read_audio(&sample("2830-3980-0043.wav")).unwrap().samples;
+    let mut nan = speech.clone();
+    nan[8_000] = f32::NAN;
+    let loud: Vec<f32> = speech.iter().map(|x| x * 1e30).collect();
+    let files = [
+        ("nan.wav", nan),
+        ("loud.wav", loud),
+        ("one.wav", vec![0.25]),
+        ("good.wav", speech),
+    ];
+    let mut args = vec!["transcribe".to_string()];
+    for (name, samples) in &files {
+        let path = dir.path().join(name);
+        float_wav(&path, samples);
+        args.push(path.display().to_string());
+    }
+    args.extend(["--beam-size", "1", "--threads", "1"].map(String::from));
+    let run = steno(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+    for expected in [
+        "nan.wav: sample 8000 (at 0.500 s, channel 1) is NaN: the file is corrupt",
+        "loud.wav: sample ",
+        "far outside [-1, 1]",
+        "one.wav: file is empty (1 samples)",
+        "3 of 4 files failed",
+    ] {
+        assert!(run.stderr.contains(expected), "`{expected}` not in:\n{}", run.stderr);
+    }
+    assert_eq!(normalized(&run.stdout).matches("experience proves this").count(), 1, "{}", run.stdout);
+    assert!(!run.stdout.contains('!'), "no hallucinated transcript: {}", run.stdout);
+}
+
+#[test]
+fn max_duration_refuses_longer_files_only() {
+    let run = steno(&[
+        "transcribe",
+        "audio-samples/jfk.wav",
+        "audio-samples/2830-3980-0043.wav",
+        "--max-duration-s",
+        "5",
+        "--beam-size",
+        "1",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("jfk.wav: audio is longer than the limit of 5 s"),
+        "{}",
+        run.stderr
+    );
+    assert!(normalized(&run.stdout).contains("experience proves this"), "{}", run.stdout);
+    let run = steno(&["transcribe", "audio-samples/jfk.wav", "--max-duration-s=0"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--max-duration-s must be a positive number"), "{}", run.stderr);
+}
+
 #[test]
 fn folder_input_and_output_dir_write_one_file_per_input() {
     let out = tempfile::tempdir().unwrap();

@@ -325,3 +325,47 @@ fn an_initial_prompt_steers_the_spelling() {
     assert!(!plain.contains("you,"), "{plain}");
     assert!(prompted.contains("can do for you, ask"), "{prompted}");
 }
+
+/// A source that panics when the seek loop asks for its first window: a stand-in for a bug
+/// inside a job.
+struct PanickingSource;
+
+impl steno::features::MelSource for PanickingSource {
+    fn n_mels(&self) -> usize {
+        80
+    }
+    fn n_frames(&self) -> usize {
+        1000
+    }
+    fn silence_value(&self) -> f32 {
+        0.0
+    }
+    fn window(&mut self, _: usize, _: usize, _: f32) -> steno::Result<Vec<f32>> {
+        panic!("scripted failure")
+    }
+    fn band_peak_log10(&mut self, _: usize, _: usize, _: f64, _: f64) -> steno::Result<f32> {
+        Ok(0.0)
+    }
+    fn label(&self) -> String {
+        "scripted.wav".into()
+    }
+}
+
+#[test]
+fn a_panic_inside_a_job_is_that_jobs_error_and_the_worker_goes_on() {
+    let engine = engine("tiny.en", ModelVariant::Int8, greedy());
+    let done = |rx: crossbeam_channel::Receiver<steno::engine::Update>| {
+        rx.iter()
+            .find_map(|u| match u {
+                steno::engine::Update::Done(r) => Some(r),
+                _ => None,
+            })
+            .expect("a result")
+    };
+    let err = done(engine.submit_source(Box::new(PanickingSource)).expect("queued")).expect_err("panicked");
+    let message = err.to_string();
+    assert!(message.contains("transcription of scripted.wav panicked: scripted failure"), "{message}");
+    // The same worker serves the next job, and a file job names its file.
+    let text = engine.transcribe_file(&sample("2830-3980-0043.wav")).expect("ok").text();
+    assert_eq!(normalizer().normalize(&text), "experience proves this");
+}
