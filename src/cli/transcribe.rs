@@ -52,6 +52,12 @@ pub struct TranscribeArgs {
     /// batch goes on). Default: no limit (memory does not grow with a file's length).
     #[arg(long, value_name = "SECONDS")]
     max_duration_s: Option<f64>,
+    /// Take only share K of N of the inputs (K from 0), for N workers over one input list
+    /// (e.g. a Kubernetes Indexed Job: `--shard $(JOB_COMPLETION_INDEX)/N`). The split hashes
+    /// each input's path, so it does not depend on the order or the other inputs: every file
+    /// goes to exactly one shard, even if the folder changes between the workers' starts.
+    #[arg(long, value_name = "K/N", value_parser = Shard::parse)]
+    shard: Option<Shard>,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -161,9 +167,58 @@ impl OrderedPrinter {
     }
 }
 
+/// One share of a sharded batch (`--shard K/N`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shard {
+    index: u64,
+    count: u64,
+}
+
+impl Shard {
+    fn parse(s: &str) -> std::result::Result<Shard, String> {
+        let (k, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not K/N (e.g. 0/3)"))?;
+        let (index, count) = match (k.trim().parse::<u64>(), n.trim().parse::<u64>()) {
+            (Ok(k), Ok(n)) => (k, n),
+            _ => return Err(format!("`{s}` is not K/N with whole numbers (e.g. 0/3)")),
+        };
+        if count == 0 || index >= count {
+            return Err(format!("`{s}`: K must be in 0..N and N at least 1"));
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether `path` belongs to this share: FNV-1a (64-bit) of the path's bytes, modulo N.
+    /// A fixed hash, not std's randomly seeded one, so every worker computes the same split.
+    fn takes(&self, path: &Path) -> bool {
+        let hash = path
+            .as_os_str()
+            .as_encoded_bytes()
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        hash % self.count == self.index
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
 pub fn run(args: TranscribeArgs) -> Result<ExitCode> {
     let format: Format = args.format.parse()?;
-    let files = collect_inputs(&args.inputs, args.recursive)?;
+    let mut files = collect_inputs(&args.inputs, args.recursive)?;
+    if let Some(shard) = args.shard {
+        files.retain(|path| shard.takes(path));
+        if files.is_empty() {
+            eprintln!("steno: shard {shard} has no files");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let limits = steno::audio::AudioLimits {
         max_duration_s: match args.max_duration_s {
             Some(s) if !(s.is_finite() && s > 0.0) => bail!("--max-duration-s must be a positive number of seconds"),
@@ -348,5 +403,38 @@ fn write_file(dir: &Path, input: &Path, transcript: &steno::Transcript, format: 
             let _ = std::fs::remove_file(&temp);
             Err(e).with_context(|| format!("{}: cannot write", target.display()))
         }
+    }
+}
+
+#[cfg(test)]
+mod shard_tests {
+    use super::*;
+
+    #[test]
+    fn every_path_goes_to_exactly_one_shard_and_the_split_is_even() {
+        let paths: Vec<PathBuf> = (0..3000)
+            .map(|i| PathBuf::from(format!("data/clip-{i:05}.flac")))
+            .collect();
+        let shards: Vec<Shard> = (0..3).map(|k| Shard::parse(&format!("{k}/3")).unwrap()).collect();
+        let mut sizes = [0usize; 3];
+        for path in &paths {
+            let owners: Vec<usize> = (0..3).filter(|&k| shards[k].takes(path)).collect();
+            assert_eq!(owners.len(), 1, "{}", path.display());
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (900..=1100).contains(&n)), "{sizes:?}");
+        // A fixed hash, not a seeded one: FNV-1a of "audio-samples/jfk.wav" is
+        // 0x5b2013ad6eebbb29 (computed independently in Python), 0 mod 3 and 3 mod 7.
+        let jfk = Path::new("audio-samples/jfk.wav");
+        assert!(Shard::parse("0/3").unwrap().takes(jfk));
+        assert!(Shard::parse("3/7").unwrap().takes(jfk));
+    }
+
+    #[test]
+    fn bad_shards_are_refused() {
+        for bad in ["3/3", "1", "a/3", "0/0", "-1/3", "1/3/5"] {
+            assert!(Shard::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Shard::parse(" 2 / 5 ").unwrap(), Shard { index: 2, count: 5 });
     }
 }

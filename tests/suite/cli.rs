@@ -181,7 +181,12 @@ fn odd_audio_is_an_error_per_file_and_the_batch_goes_on() {
     ] {
         assert!(run.stderr.contains(expected), "`{expected}` not in:\n{}", run.stderr);
     }
-    assert_eq!(normalized(&run.stdout).matches("experience proves this").count(), 1, "{}", run.stdout);
+    assert_eq!(
+        normalized(&run.stdout).matches("experience proves this").count(),
+        1,
+        "{}",
+        run.stdout
+    );
     assert!(!run.stdout.contains('!'), "no hallucinated transcript: {}", run.stdout);
 }
 
@@ -204,10 +209,18 @@ fn max_duration_refuses_longer_files_only() {
         "{}",
         run.stderr
     );
-    assert!(normalized(&run.stdout).contains("experience proves this"), "{}", run.stdout);
+    assert!(
+        normalized(&run.stdout).contains("experience proves this"),
+        "{}",
+        run.stdout
+    );
     let run = steno(&["transcribe", "audio-samples/jfk.wav", "--max-duration-s=0"]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert!(run.stderr.contains("--max-duration-s must be a positive number"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--max-duration-s must be a positive number"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -232,6 +245,53 @@ fn folder_input_and_output_dir_write_one_file_per_input() {
         assert!(srt.starts_with("1\n00:00:"), "{stem}.srt: {srt}");
         assert!(srt.contains(" --> "));
     }
+}
+
+/// Three `--shard K/3` workers started at once over one folder (as an Indexed Job would):
+/// every file is transcribed by exactly one of them.
+#[test]
+fn shards_cover_every_file_exactly_once() {
+    let input = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..10).map(|i| format!("take-{i:02}.wav")).collect();
+    for name in &names {
+        std::fs::copy(sample("2830-3980-0043.wav"), input.path().join(name)).unwrap();
+    }
+    let outputs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let workers: Vec<std::process::Child> = (0..3)
+        .map(|k| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_steno"))
+                .args([
+                    "transcribe",
+                    input.path().to_str().unwrap(),
+                    "--shard",
+                    &format!("{k}/3"),
+                ])
+                .args(["--output-dir", outputs[k].path().to_str().unwrap()])
+                .args(["--model-variant", "int8", "--beam-size", "1", "--threads", "1"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("steno starts")
+        })
+        .collect();
+    let mut seen: Vec<String> = Vec::new();
+    for (k, worker) in workers.into_iter().enumerate() {
+        let out = worker.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "shard {k}: {stderr}");
+        for entry in std::fs::read_dir(outputs[k].path()).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(normalized(&text), "experience proves this", "{}", path.display());
+            seen.push(path.file_stem().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    seen.sort();
+    let expected: Vec<String> = names.iter().map(|n| n.trim_end_matches(".wav").to_string()).collect();
+    assert_eq!(seen, expected, "each file exactly once across the shards");
+    let run = steno(&["transcribe", "audio-samples", "--shard", "3/3"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("K must be in 0..N"), "{}", run.stderr);
 }
 
 #[test]

@@ -364,8 +364,14 @@ fn a_panic_inside_a_job_is_that_jobs_error_and_the_worker_goes_on() {
     };
     let err = done(engine.submit_source(Box::new(PanickingSource)).expect("queued")).expect_err("panicked");
     let message = err.to_string();
-    assert!(message.contains("transcription of scripted.wav panicked: scripted failure"), "{message}");
+    assert!(
+        message.contains("transcription of scripted.wav panicked: scripted failure"),
+        "{message}"
+    );
     // The same worker serves the next job, and a file job names its file.
-    let text = engine.transcribe_file(&sample("2830-3980-0043.wav")).expect("ok").text();
+    let text = engine
+        .transcribe_file(&sample("2830-3980-0043.wav"))
+        .expect("ok")
+        .text();
     assert_eq!(normalizer().normalize(&text), "experience proves this");
 }

@@ -1,5 +1,6 @@
 mod cli;
 mod common;
+mod deploy;
 mod engine;
 mod faults;
 mod mel;
