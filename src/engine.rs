@@ -274,6 +274,7 @@ fn serve_one(model: &mut WhisperModel, LiveJob { job, reply, .. }: LiveJob, cach
     let what = format!("live window of stream {}", job.stream);
     let started = std::time::Instant::now();
     let result = guarded(&what, || run_window(model, &job, cache));
+    crate::metrics::record_decode(crate::metrics::DecodeKind::LiveWindow, started.elapsed());
     tracing::debug!(
         stream = job.stream,
         is_final = job.is_final,
@@ -671,6 +672,7 @@ fn worker_loop(
                 }) => {
                     let mut sent = 0;
                     let what = format!("transcription of {}", mel.label());
+                    let started = std::time::Instant::now();
                     let result = guarded(&what, || {
                         transcribe_interleaved(
                             model,
@@ -686,6 +688,10 @@ fn worker_loop(
                             &mut |model| serve_live(model, live, &mut queue, &mut cache),
                         )
                     });
+                    crate::metrics::record_decode(crate::metrics::DecodeKind::BatchJob, started.elapsed());
+                    if let Ok(transcript) = &result {
+                        crate::metrics::add_audio_seconds(transcript.duration);
+                    }
                     let _ = updates.send(Update::Done(result));
                 }
                 Err(_) => jobs_open = false,

@@ -18,6 +18,8 @@
 //! network (server, feature `server`): axum on tokio
 //!   POST /v1/audio/transcriptions (OpenAI) ─ the Engine's batch jobs ─▶ json/srt/vtt/SSE
 //!   WebSocket /v1/stream ─ one StreamSession per connection ─▶ the events as JSON
+//!   WebSocket /v1/realtime?intent=transcription (OpenAI Realtime) ─ a StreamSession's turns ─▶ items
+//!   TCP --wyoming (Home Assistant) ─ one StreamSession per request ─▶ transcript chunks, transcript
 //! ```
 //!
 //! The library is the product: the `steno` binary only turns command-line flags into an
@@ -32,6 +34,7 @@ pub mod error;
 pub mod eval;
 pub mod features;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod runtime;

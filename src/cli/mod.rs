@@ -28,6 +28,16 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); STENO_LOG=<filter> overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Log lines as plain text, or as one JSON object per line (fields and the current spans,
+    /// e.g. a server request's `request_id`), for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,7 +198,7 @@ fn engine_config(model: &ModelArgs, decode: &DecodeArgs) -> Result<EngineConfig>
     })
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat) {
     let default = match verbose {
         // Only steno's own events: decoders' internal logs (symphonia's probe) would add lines
         // to a one-line error.
@@ -198,7 +208,7 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STENO_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -206,14 +216,18 @@ fn init_logging(verbose: u8) {
             tracing_subscriber::fmt::format::FmtSpan::CLOSE
         } else {
             tracing_subscriber::fmt::format::FmtSpan::NONE
-        })
-        .try_init();
+        });
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // One object per line: the event's fields, its span and the spans around it.
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).try_init(),
+    };
 }
 
 /// Parse the command line and run it.
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
-    init_logging(cli.verbose);
+    init_logging(cli.verbose, cli.log_format);
     match cli.command {
         Command::Transcribe(args) => transcribe::run(args),
         Command::Eval(args) => eval::run(args),

@@ -15,9 +15,14 @@ use super::{DecodeArgs, ModelArgs, engine_config};
 /// Options of the server (defaults: `ServerConfig::default()` and `StreamConfig::default()`).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on; loopback by default (0.0.0.0:8080 serves every interface).
-    #[arg(long, default_value_t = ServerConfig::default().listen)]
-    listen: SocketAddr,
+    /// HTTP address; loopback by default (0.0.0.0:8080 serves every interface); `none`: no
+    /// HTTP (Wyoming alone).
+    #[arg(long, default_value_t = Listen(ServerConfig::default().listen))]
+    listen: Listen,
+    /// Also serve Wyoming (Home Assistant's voice protocol) on this address, e.g.
+    /// 0.0.0.0:10300; off by default.
+    #[arg(long)]
+    wyoming: Option<SocketAddr>,
     /// Live streams at once; one more is refused (HTTP 503 or WebSocket close 1013).
     #[arg(long, default_value_t = ServerConfig::default().max_streams)]
     max_streams: usize,
@@ -27,6 +32,10 @@ pub struct ServeArgs {
     /// Close a WebSocket that sends nothing (or reads nothing) for this many seconds.
     #[arg(long, default_value_t = ServerConfig::default().idle_timeout_s)]
     idle_timeout_s: u64,
+    /// On SIGTERM or Ctrl-C: seconds open streams and uploads get to finish (each stream's
+    /// last final is flushed) while new work is refused and /health says shutting_down.
+    #[arg(long, default_value_t = ServerConfig::default().shutdown_grace_s)]
+    shutdown_grace_s: u64,
     /// Require `Authorization: Bearer <key>` on every endpoint but /health and the page.
     #[arg(long, env = "STENO_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -59,10 +68,12 @@ impl ServeArgs {
     fn config(&self) -> Result<ServerConfig> {
         let language = (self.decode.language != "auto").then(|| self.decode.language.clone());
         let config = ServerConfig {
-            listen: self.listen,
+            listen: self.listen.0,
+            wyoming: self.wyoming,
             max_streams: self.max_streams,
             max_upload_mb: self.max_upload_mb,
             idle_timeout_s: self.idle_timeout_s,
+            shutdown_grace_s: self.shutdown_grace_s,
             api_key: self.api_key.clone(),
             cors_origins: self.cors_origins.clone(),
             model_name: self.model.model.clone(),
@@ -78,6 +89,30 @@ impl ServeArgs {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+/// `--listen`: an address, or `none`.
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = std::net::AddrParseError;
+
+    fn from_str(s: &str) -> std::result::Result<Listen, Self::Err> {
+        if s.eq_ignore_ascii_case("none") {
+            return Ok(Listen(None));
+        }
+        s.parse().map(|addr| Listen(Some(addr)))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("none"),
+        }
     }
 }
 
@@ -97,9 +132,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let server = Server::bind(config).await?;
-        let addr = server.local_addr()?;
+        if let Some(addr) = server.wyoming_addr()? {
+            eprintln!("steno serve: wyoming on tcp://{addr}");
+        }
         // Scripts and tests wait for this line (the port, when --listen asked for port 0).
-        eprintln!("steno serve: listening on http://{addr}");
+        if let Some(addr) = server.local_addr()? {
+            eprintln!("steno serve: listening on http://{addr}");
+        }
         let load = move || (0..workers).map(|_| Engine::start(engine.clone())).collect();
         server.run(load, shutdown_signal()).await?;
         Ok::<_, anyhow::Error>(())

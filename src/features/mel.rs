@@ -164,8 +164,12 @@ impl LogMel {
     /// normalised. The batch spectrogram and the streaming front end both call this, so a
     /// frame is the same number whichever way it was computed.
     pub fn frame_into(&self, chunk: &[f32], scratch: &mut FrameScratch, out: &mut [f32]) {
+        // A zero window weight (the periodic Hann window's first) gives exactly 0, even for a
+        // non-finite sample: the frame then does not depend on that sample at all, which is
+        // what lets the streaming front end compute frame 0 before the one sample its left
+        // reflection reaches with weight 0 has arrived (x · 0 is NaN for x = ±inf or NaN).
         for ((dst, &x), &w) in scratch.frame.iter_mut().zip(chunk).zip(&self.window) {
-            *dst = x * w;
+            *dst = if w == 0.0 { 0.0 } else { x * w };
         }
         // The buffers come from the plan itself, so the lengths always match and the FFT
         // cannot fail; a failure would leave the power at its last value, never panic.

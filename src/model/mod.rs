@@ -312,7 +312,11 @@ pub fn parse_metadata(path: &Path, map: HashMap<String, String>) -> Result<(Mode
     // sherpa-onnx does not store <|0.00|>; in every Whisper vocabulary it follows <|notimestamps|>.
     let timestamp_begin = match md.map.get("timestamp_begin") {
         Some(_) => md.num("timestamp_begin")?,
-        None => no_timestamps + 1,
+        None => no_timestamps.checked_add(1).ok_or_else(|| Error::Metadata {
+            path: path.to_path_buf(),
+            key: "no_timestamps".into(),
+            problem: format!("{no_timestamps} leaves no id for <|0.00|> after it"),
+        })?,
     };
     let lang_tokens: Vec<u32> = md.list("all_language_tokens")?;
     let lang_codes: Vec<String> = md

@@ -24,7 +24,9 @@ use crate::{Engine, TranscribeOptions, Transcript};
 pub(super) async fn health(State(state): State<Arc<AppState>>) -> Response {
     let streams = state.streams.load(Ordering::Acquire);
     let uploads = state.uploads.load(Ordering::Acquire);
-    let (status, word) = if state.workers.get().is_some() {
+    let (status, word) = if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else if state.workers.get().is_some() {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "loading")
@@ -126,6 +128,7 @@ pub(super) async fn transcriptions(
     State(state): State<Arc<AppState>>,
     multipart: std::result::Result<Multipart, MultipartRejection>,
 ) -> Result<Response, ApiError> {
+    state.refuse_while_draining()?;
     let engine = state.any_engine()?;
     let slot = state.upload_slot();
     let Upload { bytes, filename, form } = read_upload(multipart).await?;

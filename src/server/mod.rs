@@ -6,7 +6,10 @@
 //! POST /v1/audio/transcriptions   OpenAI-compatible batch transcription (json, text, srt, vtt,
 //!                                 verbose_json; stream=true → server-sent events)   http.rs
 //! GET  /v1/stream                 WebSocket: config, audio frames, end → live events   ws.rs
+//! GET  /v1/realtime?intent=transcription   WebSocket: OpenAI Realtime transcription  realtime.rs
 //! GET  /  /app.js /worklet.js /style.css   the live web page (compiled in)         web/
+//! tcp  --wyoming ADDR              Wyoming (Home Assistant): describe, transcribe,
+//!                                  audio → transcript chunks and transcript       wyoming.rs
 //! ```
 //!
 //! One [`Engine`] serves everything: its worker runs live window jobs before batch windows, so
@@ -22,8 +25,11 @@
 
 mod error;
 mod http;
+mod observe;
 pub mod protocol;
+pub mod realtime;
 mod ws;
+pub mod wyoming;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,8 +52,12 @@ use crate::{Engine, StreamConfig};
 /// Settings of the server (documented defaults in [`ServerConfig::default`]).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Address to bind. Default: 127.0.0.1:8080 (loopback only).
-    pub listen: SocketAddr,
+    /// Address of the HTTP server; `None`: no HTTP (Wyoming alone). Default: 127.0.0.1:8080
+    /// (loopback only).
+    pub listen: Option<SocketAddr>,
+    /// Address of the Wyoming server (Home Assistant's protocol, wyoming.rs); `None`: off.
+    /// Default: off.
+    pub wyoming: Option<SocketAddr>,
     /// Live streams at once; one more is refused (HTTP 503 or WebSocket close 1013). Default: 16.
     pub max_streams: usize,
     /// Largest upload, in MiB (413 above it). Default: 100.
@@ -63,12 +73,18 @@ pub struct ServerConfig {
     pub model_name: String,
     /// Defaults of every WebSocket stream (a client's config overrides some of them).
     pub stream: StreamConfig,
+    /// On shutdown (SIGTERM, Ctrl-C): how long open streams and uploads get to finish, in
+    /// seconds. New work is refused (503) and `/health` says `shutting_down` meanwhile; each
+    /// open stream is ended as if its client had sent `end`, so its last final is flushed.
+    /// Default: 25 (inside Kubernetes' default 30 s termination grace).
+    pub shutdown_grace_s: u64,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            wyoming: None,
             max_streams: 16,
             max_upload_mb: 100,
             idle_timeout_s: 30,
@@ -76,6 +92,7 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             model_name: "whisper".into(),
             stream: StreamConfig::default(),
+            shutdown_grace_s: 25,
         }
     }
 }
@@ -83,6 +100,12 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Check every value; the error names the field.
     pub fn validate(&self) -> Result<()> {
+        if self.listen.is_none() && self.wyoming.is_none() {
+            return Err(Error::config(
+                "listen",
+                "no HTTP address and no Wyoming address: nothing to serve",
+            ));
+        }
         if self.max_streams == 0 {
             return Err(Error::config("max_streams", "must be at least 1"));
         }
@@ -115,9 +138,37 @@ pub(crate) struct AppState {
     streams: AtomicUsize,
     uploads: AtomicUsize,
     next_stream: std::sync::atomic::AtomicU64,
+    /// `true` once shutdown began: streams flush and end, new work is refused.
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
+    /// Whether shutdown has begun.
+    pub(crate) fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Resolves when shutdown begins (at once if it has).
+    pub(crate) fn drained(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.draining.subscribe();
+        async move {
+            let _ = rx.wait_for(|draining| *draining).await;
+        }
+    }
+
+    /// The 503 for new work while shutting down.
+    pub(crate) fn refuse_while_draining(&self) -> std::result::Result<(), ApiError> {
+        if self.is_draining() {
+            Err(ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     fn workers(&self) -> std::result::Result<&Workers, ApiError> {
         self.workers.get().ok_or_else(|| {
             ApiError::status(
@@ -160,6 +211,7 @@ impl AppState {
 
     /// The engine serving the fewest streams, and a slot on it (held for the stream's life).
     fn engine(self: &Arc<Self>) -> std::result::Result<(Arc<Engine>, Slot), ApiError> {
+        self.refuse_while_draining()?;
         let workers = self.workers()?;
         // busy[i] counts engines[i]'s streams: the two lists are made together, one per engine.
         let (index, engine) = workers
@@ -302,8 +354,19 @@ impl Drop for Slot {
 
 /// A bound server, not yet serving.
 pub struct Server {
-    listener: tokio::net::TcpListener,
+    /// HTTP, unless `listen` is `None`.
+    listener: Option<tokio::net::TcpListener>,
+    /// Wyoming, when `wyoming` is set.
+    wyoming: Option<tokio::net::TcpListener>,
     state: Arc<AppState>,
+}
+
+async fn bind_tcp(addr: Option<SocketAddr>, field: &'static str) -> Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else { return Ok(None) };
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map(Some)
+        .map_err(|e| Error::config(field, format!("cannot listen on {addr}: {e}")))
 }
 
 impl Server {
@@ -311,24 +374,37 @@ impl Server {
     /// [`Server::local_addr`]). Must be called inside a tokio runtime.
     pub async fn bind(config: ServerConfig) -> Result<Server> {
         config.validate()?;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| Error::config("listen", format!("cannot listen on {}: {e}", config.listen)))?;
+        let listener = bind_tcp(config.listen, "listen").await?;
+        let wyoming = bind_tcp(config.wyoming, "wyoming").await?;
         let state = Arc::new(AppState {
             config,
             workers: OnceLock::new(),
             streams: AtomicUsize::new(0),
             uploads: AtomicUsize::new(0),
             next_stream: std::sync::atomic::AtomicU64::new(1),
+            draining: tokio::sync::watch::channel(false).0,
         });
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            wyoming,
+            state,
+        })
     }
 
-    /// The address actually bound.
-    pub fn local_addr(&self) -> Result<SocketAddr> {
+    /// The HTTP address actually bound (`None` without HTTP).
+    pub fn local_addr(&self) -> Result<Option<SocketAddr>> {
         self.listener
-            .local_addr()
-            .map_err(|e| Error::config("listen", e.to_string()))
+            .as_ref()
+            .map(|l| l.local_addr().map_err(|e| Error::config("listen", e.to_string())))
+            .transpose()
+    }
+
+    /// The Wyoming address actually bound (`None` without Wyoming).
+    pub fn wyoming_addr(&self) -> Result<Option<SocketAddr>> {
+        self.wyoming
+            .as_ref()
+            .map(|l| l.local_addr().map_err(|e| Error::config("wyoming", e.to_string())))
+            .transpose()
     }
 
     /// Load the engines with `load` (on a blocking thread, while `/health` answers 503), then
@@ -349,10 +425,21 @@ impl Server {
         });
         let load_error: Arc<std::sync::Mutex<Option<Error>>> = Arc::default();
         let seen = load_error.clone();
+        // The Wyoming listener stops when `stop` ends (its sender dropped), as HTTP does.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let wyoming = self
+            .wyoming
+            .map(|listener| tokio::spawn(wyoming::serve(listener, self.state.clone(), stop_rx)));
+        let drain = self.state.clone();
+        let grace = Duration::from_secs(self.state.config.shutdown_grace_s);
         let stop = async move {
+            let _stop_tx = stop_tx;
             tokio::pin!(shutdown);
             let failed = tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => {
+                    drain_streams(&drain, grace).await;
+                    return;
+                }
                 loaded = loading => match loaded {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e),
@@ -364,13 +451,32 @@ impl Server {
                 None => {
                     tracing::info!("model loaded; ready");
                     shutdown.await;
+                    drain_streams(&drain, grace).await;
                 }
             }
         };
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .map_err(|e| Error::Worker(format!("server failed: {e}")))?;
+        // Once the grace period is over, whatever is still open is dropped: axum's own graceful
+        // shutdown would wait for every in-flight request without a limit.
+        let deadline = {
+            let state = self.state.clone();
+            async move {
+                state.drained().await;
+                tokio::time::sleep(grace + Duration::from_secs(1)).await;
+            }
+        };
+        match self.listener {
+            Some(listener) => {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(stop);
+                tokio::select! {
+                    served = serve => served.map_err(|e| Error::Worker(format!("server failed: {e}")))?,
+                    () = deadline => tracing::warn!("shutdown grace period over; dropping what is still open"),
+                }
+            }
+            None => stop.await,
+        }
+        if let Some(wyoming) = wyoming {
+            let _ = wyoming.await;
+        }
         let failed = load_error
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -380,6 +486,20 @@ impl Server {
 }
 
 /// All routes, with authentication, CORS and the upload limit.
+/// Shutdown, first part: refuse new work, end every open stream as if its client had sent
+/// `end` (each flushes its last final and closes), and wait for the streams and uploads to
+/// finish or for `grace` to pass.
+async fn drain_streams(state: &AppState, grace: Duration) {
+    state.draining.send_replace(true);
+    let open = || state.streams.load(Ordering::Acquire) + state.uploads.load(Ordering::Acquire);
+    tracing::info!(open = open(), grace_s = grace.as_secs(), "shutting down: draining");
+    let deadline = tokio::time::Instant::now() + grace;
+    while open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(left_open = open(), "drained");
+}
+
 fn router(state: Arc<AppState>) -> Router {
     let upload_limit = state.config.max_upload_mb * 1024 * 1024;
     let api = Router::new()
@@ -390,9 +510,11 @@ fn router(state: Arc<AppState>) -> Router {
             post(http::transcriptions).layer(DefaultBodyLimit::max(upload_limit + 64 * 1024)),
         )
         .route("/v1/stream", get(ws::stream))
+        .route("/v1/realtime", get(realtime::realtime))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     let mut app = Router::new()
         .route("/health", get(http::health))
+        .route("/metrics", get(observe::metrics))
         .route(
             "/",
             get(|| async { page("text/html; charset=utf-8", include_str!("web/index.html")) }),
@@ -415,7 +537,7 @@ fn router(state: Arc<AppState>) -> Router {
     if let Some(cors) = cors_layer(&state.config.cors_origins) {
         app = app.layer(cors);
     }
-    app
+    app.layer(middleware::from_fn(observe::request_id))
 }
 
 fn page(content_type: &'static str, body: &'static str) -> Response {

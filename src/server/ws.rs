@@ -34,6 +34,8 @@ use crate::{Engine, StreamSession};
 
 /// Close codes (RFC 6455 §7.4.1).
 const NORMAL: u16 = 1000;
+/// The server is shutting down (after flushing the stream's last final).
+const GOING_AWAY: u16 = 1001;
 const INVALID_DATA: u16 = 1007;
 const POLICY: u16 = 1008;
 const TRY_AGAIN_LATER: u16 = 1013;
@@ -205,8 +207,18 @@ impl Connection {
         }
         let mut deadline = Instant::now() + self.idle;
         let mut ended = false;
+        // Server shutdown ends the stream as the client's `end` would: the last final is
+        // flushed, then the socket closes with 1001 (going away).
+        let drained = self.state.drained();
+        tokio::pin!(drained);
+        let mut draining = false;
         loop {
             tokio::select! {
+                () = &mut drained, if !ended => {
+                    ended = true;
+                    draining = true;
+                    tokio::task::block_in_place(|| session.finish());
+                }
                 () = sleep_until(deadline), if !ended => {
                     let e = BadRequest::new(None, format!("no message for {} s", self.idle.as_secs()));
                     return reject(socket, &e, POLICY, "idle").await;
@@ -251,6 +263,7 @@ impl Connection {
                         }
                     }
                     // The stream's thread is done: after `end`, everything is flushed.
+                    None if draining => return Ending::Closed { code: GOING_AWAY, reason: "server shutting down" },
                     None if ended => return Ending::Closed { code: NORMAL, reason: "done" },
                     None => return Ending::Closed { code: POLICY, reason: "stream stopped" },
                 },

@@ -67,6 +67,10 @@ pub struct StreamConfig {
     pub event_queue: usize,
     /// A `Stats` event every this many seconds of audio (and at the end). Default: 10.
     pub stats_interval_s: f64,
+    /// Turn events (OpenAI Realtime's turns): `SpeechStarted` when an utterance opens (its id
+    /// given then), `SpeechStopped` when its end is decided, and a `Final` for every utterance,
+    /// with empty text when nothing was heard. Default: false.
+    pub turn_events: bool,
 }
 
 impl Default for StreamConfig {
@@ -89,6 +93,7 @@ impl Default for StreamConfig {
             input_queue: 512,
             event_queue: 1024,
             stats_interval_s: 10.0,
+            turn_events: false,
         }
     }
 }

@@ -18,6 +18,11 @@
 //! as fast as possible: pushing blocks, and every job is waited for at a position fixed by the
 //! audio, so the output is deterministic).
 //!
+//! Turns: [`StreamSession::flush`] ends the utterances heard so far (finals, then `Flushed`)
+//! and [`StreamSession::discard`] drops the one in progress, the stream going on after either;
+//! with `turn_events` each utterance is announced (`SpeechStarted`, `SpeechStopped`) and always
+//! ends with a final. Together they carry OpenAI Realtime's turns (server/realtime.rs).
+//!
 //! Invariants (asserted by the tests): committed text only grows within an utterance; each
 //! final's text begins with the last committed text; exactly one final per utterance; times
 //! are on the audio clock (seconds from the stream's first sample) and never go back.
@@ -76,6 +81,15 @@ pub enum StreamEvent {
     Warning { message: String },
     /// A job failed; the stream goes on (the utterance keeps what was committed).
     Error { message: String },
+    /// An utterance opened (only with `turn_events`): speech from `start` (seconds on the
+    /// audio clock, the VAD's padding included). Its `Final` always follows.
+    SpeechStarted { utterance: u64, start: f64 },
+    /// The end of an utterance was decided (only with `turn_events`): speech up to `end`; its
+    /// `Final` follows once decoded.
+    SpeechStopped { utterance: u64, end: f64 },
+    /// Everything pushed before [`StreamSession::flush`] (or [`StreamSession::discard`]) is
+    /// accounted for: its finals came before this event. `end`: where the audio taken stops.
+    Flushed { end: f64 },
 }
 
 /// Why an utterance ended (the `reason` of a final).
@@ -89,6 +103,8 @@ pub enum EndReason {
     MaxLength,
     /// The input ended.
     EndOfInput,
+    /// The caller ended the utterance ([`StreamSession::flush`]).
+    Flush,
 }
 
 /// Running totals of a stream.
@@ -118,7 +134,14 @@ pub struct TimedEvent {
 }
 
 enum Input {
-    Audio { samples: Vec<f32>, rate: u32 },
+    Audio {
+        samples: Vec<f32>,
+        rate: u32,
+    },
+    /// End the utterances heard so far (`discard`: drop the one not yet ending), then `Flushed`.
+    Flush {
+        discard: bool,
+    },
     Finish,
 }
 
@@ -257,6 +280,31 @@ impl<'e> StreamSession<'e> {
         }
     }
 
+    /// End the turn: what was pushed so far is decoded to its end as finals (reason `flush`),
+    /// as at the end of input, then a `Flushed` event; the stream goes on, and the next speech
+    /// opens a new utterance. Blocks only while the input queue is full.
+    pub fn flush(&self) -> Result<()> {
+        self.send_flush(false)
+    }
+
+    /// Drop the turn: the utterance in progress is dropped without a final (one whose end was
+    /// already decided is still finished), as is input not yet in an utterance, then a
+    /// `Flushed` event; the stream goes on.
+    pub fn discard(&self) -> Result<()> {
+        self.send_flush(true)
+    }
+
+    fn send_flush(&self, discard: bool) -> Result<()> {
+        let input = self
+            .input
+            .as_ref()
+            .ok_or_else(|| Error::Worker("the stream is finished".into()))?;
+        // Blocking on purpose, as `finish`: a flush must not be dropped.
+        input
+            .send(Input::Flush { discard })
+            .map_err(|_| Error::Worker("the stream thread has stopped".into()))
+    }
+
     /// The events; the channel closes after the last one.
     pub fn events(&self) -> &Receiver<TimedEvent> {
         // Only `Drop` takes it.
@@ -313,6 +361,8 @@ struct Utterance {
     /// That hypothesis's token log-probabilities and quality (avg log-prob, no-speech
     /// probability, compression ratio), which a reused final reports.
     last_scores: (Vec<f32>, (f64, f32, f32)),
+    /// `SpeechStopped` was emitted (turn events).
+    stopped: bool,
 }
 
 /// Why an utterance ends.
@@ -322,8 +372,8 @@ enum Endpoint {
     Silence { end_frame: u64 },
     /// The utterance reached `max_utterance_s`.
     MaxLength,
-    /// End of input.
-    Finished { end_frame: u64 },
+    /// End of input (`EndOfInput`) or a flush (`Flush`).
+    Finished { end_frame: u64, reason: EndReason },
 }
 
 /// A window job on the worker.
@@ -368,6 +418,11 @@ struct Coordinator {
     config: StreamConfig,
     handle: EngineHandle,
     options: Arc<TranscribeOptions>,
+    /// A final's options: the partials' plus the engine's temperature ladder, so a final
+    /// that fails the quality gates (a repetition loop, found on tiny.en int8: "Ask not. Ask
+    /// not. Ask not. …" for JFK's second utterance) is decoded again hotter, as batch does.
+    /// Partials stay at temperature 0: they are redone every hop anyway.
+    final_options: Arc<TranscribeOptions>,
     policy: Box<dyn CommitPolicy>,
     track_attention: bool,
     resampler: Option<StreamResampler>,
@@ -441,6 +496,10 @@ impl Coordinator {
             _ => None,
         };
         let options = Arc::new(config.decode_options(&handle.options));
+        let final_options = Arc::new(TranscribeOptions {
+            temperatures: handle.options.temperatures.clone(),
+            ..(*options).clone()
+        });
         let log_mel = LogMel::new(handle.spec.n_mels).map_err(|e| Error::config("n_mels", e.to_string()))?;
         Ok(Coordinator {
             id: NEXT_STREAM.fetch_add(1, Ordering::Relaxed),
@@ -448,6 +507,7 @@ impl Coordinator {
             track_attention: kind == PolicyKind::AlignAtt,
             policy,
             options,
+            final_options,
             language,
             config,
             handle,
@@ -483,6 +543,7 @@ impl Coordinator {
             crossbeam_channel::select! {
                 recv(input) -> message => match message {
                     Ok(Input::Audio { samples, rate }) => self.on_audio(&samples, rate),
+                    Ok(Input::Flush { discard }) => self.on_flush(discard),
                     Ok(Input::Finish) | Err(_) => break,
                 },
                 recv(job_rx.as_ref().unwrap_or(&never)) -> outcome => {
@@ -595,6 +656,7 @@ impl Coordinator {
     }
 
     fn feed_16k(&mut self, samples: &[f32]) {
+        crate::metrics::add_audio_seconds(samples.len() as f64 / f64::from(crate::audio::SAMPLE_RATE));
         self.vad_pending.extend_from_slice(samples);
         let mut offset = 0;
         // Taken out while its windows are handled, so no window is copied.
@@ -691,8 +753,14 @@ impl Coordinator {
         let start_frame = start_frame.max(self.mel.frames_start());
         tracing::debug!(start_frame, "utterance starts");
         self.policy.reset();
+        // With turn events every utterance is announced, so it has its id from the start.
+        let id = self.config.turn_events.then(|| {
+            let id = self.next_utterance;
+            self.next_utterance += 1;
+            id
+        });
         self.utterance = Some(Utterance {
-            id: None,
+            id,
             start_frame,
             committed: Vec::new(),
             committed_logprobs: Vec::new(),
@@ -702,7 +770,27 @@ impl Coordinator {
             last_sent: (0, Vec::new()),
             last_window: None,
             last_scores: (Vec::new(), (0.0, 0.0, 0.0)),
+            stopped: false,
         });
+        if let Some(utterance) = id {
+            self.emit(StreamEvent::SpeechStarted {
+                utterance,
+                start: start_frame as f64 / 100.0,
+            });
+        }
+    }
+
+    /// `SpeechStopped` for the current utterance, once, ending at `end_frame` (turn events).
+    fn announce_stop(&mut self, end_frame: u64) {
+        let Some(u) = self.utterance.as_mut() else { return };
+        if u.stopped {
+            return;
+        }
+        u.stopped = true;
+        if let Some(utterance) = u.id.filter(|_| self.config.turn_events) {
+            let end = end_frame.max(u.start_frame) as f64 / 100.0;
+            self.emit(StreamEvent::SpeechStopped { utterance, end });
+        }
     }
 
     fn maybe_cut_at_max_length(&mut self) {
@@ -724,6 +812,9 @@ impl Coordinator {
 
     fn request_endpoint(&mut self, endpoint: Endpoint) {
         let decided = Instant::now();
+        if let Endpoint::Silence { end_frame } | Endpoint::Finished { end_frame, .. } = endpoint {
+            self.announce_stop(end_frame.min(self.mel.frames_end()));
+        }
         // A partial still queued behind other streams' jobs is not worth waiting for: withdraw
         // it and queue the final now (the worker serves finals first). One already running
         // returns first and the final follows it.
@@ -785,7 +876,7 @@ impl Coordinator {
         let Some(u) = &self.utterance else { return };
         let now_frame = self.mel.frames_end();
         let (end_frame, cut) = match endpoint {
-            Endpoint::Silence { end_frame } | Endpoint::Finished { end_frame } => (end_frame.min(now_frame), None),
+            Endpoint::Silence { end_frame } | Endpoint::Finished { end_frame, .. } => (end_frame.min(now_frame), None),
             Endpoint::MaxLength => match u.boundary_frame {
                 // Cut where the committed words end; the rest starts the next utterance.
                 Some(b) if !u.committed.is_empty() && b > u.start_frame => (b, Some(b)),
@@ -799,8 +890,9 @@ impl Coordinator {
         let reason = match endpoint {
             Endpoint::Silence { .. } => EndReason::Silence,
             Endpoint::MaxLength => EndReason::MaxLength,
-            Endpoint::Finished { .. } => EndReason::EndOfInput,
+            Endpoint::Finished { reason, .. } => reason,
         };
+        self.announce_stop(end_frame);
         if content < 10 || (!self.has_speech_energy(start, content) && forced.is_empty()) {
             // Nothing to hear: the utterance ends without text (and without events if it
             // never showed any).
@@ -815,6 +907,7 @@ impl Coordinator {
         };
         // Nothing heard since the last partial (its window reaches the end of speech): the
         // final is that partial's hypothesis, on its window (see `WindowJob::reuse`).
+        let Some(u) = &self.utterance else { return };
         let reuse = match endpoint {
             Endpoint::Silence { .. } | Endpoint::Finished { .. } => u.last_window.clone(),
             Endpoint::MaxLength => None,
@@ -944,6 +1037,8 @@ impl Coordinator {
                     max_tokens_per_second: 0.0,
                     ..(*self.options).clone()
                 })
+            } else if is_final {
+                self.final_options.clone()
             } else {
                 self.options.clone()
             },
@@ -1202,16 +1297,22 @@ impl Coordinator {
         let rest = std::mem::take(&mut self.vad_pending);
         self.mel.push(&rest);
         self.mel.finish();
+        self.end_utterances(EndReason::EndOfInput);
+        let _ = self.segmenter.finish();
+        self.vad.reset();
+    }
+
+    /// Finish everything in order: the job in flight, a pending endpoint, the open utterance,
+    /// then what the VAD heard meanwhile (bounded: each turn ends an utterance or consumes an
+    /// event). Waits for the last final.
+    fn end_utterances(&mut self, reason: EndReason) {
         let end_frame = self.mel.frames_end();
-        // Finish everything in order: the job in flight, a pending endpoint, the open
-        // utterance, then what the VAD heard meanwhile (bounded: each turn ends an utterance
-        // or consumes an event).
         for _ in 0..(4 * self.deferred.len() + 16) {
             self.wait_in_flight();
             if let Some((endpoint, decided)) = self.endpoint.take() {
                 self.submit_final(endpoint, decided);
             } else if self.utterance.is_some() {
-                self.submit_final(Endpoint::Finished { end_frame }, Instant::now());
+                self.request_endpoint(Endpoint::Finished { end_frame, reason });
             } else if let Some(event) = self.deferred.pop_front() {
                 self.on_vad_event(event);
             } else {
@@ -1219,8 +1320,43 @@ impl Coordinator {
             }
         }
         self.wait_in_flight();
+    }
+
+    /// A flush: end the utterances heard so far and say so with `Flushed`; the stream goes on
+    /// (the VAD's state is kept, its segment closed, so the next speech opens an utterance).
+    /// `discard`: the audio not yet in an ending utterance is dropped instead.
+    fn on_flush(&mut self, discard: bool) {
+        if discard {
+            // The resampler's tail and the samples short of a VAD window go with the rest.
+            self.resampler = None;
+            self.vad_pending.clear();
+            self.deferred.clear();
+            // An utterance whose end was decided is finished; the one in progress is dropped.
+            while self.finalizing() {
+                self.wait_in_flight();
+                if let Some((endpoint, decided)) = self.endpoint.take() {
+                    self.submit_final(endpoint, decided);
+                }
+            }
+            self.wait_in_flight();
+            self.deferred.clear();
+            if self.utterance.take().is_some() {
+                let keep_from = self.oldest_context_frame().min(self.mel.frames_end());
+                self.mel.discard_before(keep_from);
+            }
+        } else {
+            let mut out = Vec::new();
+            if let Some(mut r) = self.resampler.take()
+                && let Err(e) = r.finish(&mut out)
+            {
+                self.emit(StreamEvent::Error { message: e.to_string() });
+            }
+            self.feed_16k(&out);
+            self.end_utterances(EndReason::Flush);
+        }
         let _ = self.segmenter.finish();
-        self.vad.reset();
+        let end = (self.mel.frames_end() as f64 / 100.0).max(self.last_end_s);
+        self.emit(StreamEvent::Flushed { end });
     }
 }
 

@@ -1,8 +1,10 @@
+mod balancer;
 mod cli;
 mod common;
 mod deploy;
 mod engine;
 mod faults;
+mod fuzz;
 mod mel;
 mod outputs;
 mod server;

@@ -1,5 +1,6 @@
 //! `steno serve` against real clients: the official `openai` package, `websockets`, headless
-//! Chromium through Playwright (scripts in tests/clients/, venv by `tests/clients/provision`),
+//! Chromium through Playwright, the `wyoming` package's client (scripts in tests/clients/, venv
+//! by `tests/clients/provision`),
 //! plus limits and access checks over raw sockets. Each test starts its own server on a free
 //! loopback port.
 
@@ -135,6 +136,13 @@ fn openai_client_transcribes_in_every_format_and_streams() {
 }
 
 #[test]
+fn openai_realtime_client_transcribes_two_vad_turns_and_a_manual_commit() {
+    // With a key: the openai client sends it as `Authorization: Bearer` on the upgrade.
+    let server = Serve::start(&["--api-key", "realtime-test-key"]);
+    server.check("realtime_check.py", &["--api-key", "realtime-test-key"]);
+}
+
+#[test]
 fn websockets_client_streams_jfk_at_real_time() {
     let server = Serve::start(&[]);
     server.check("ws_check.py", &["--pace", "1"]);
@@ -256,4 +264,101 @@ asyncio.run(main(sys.argv[1]))
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A free loopback port: bound, then let go for the server to take.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("bound address").port()
+}
+
+#[test]
+fn wyoming_client_describes_transcribes_and_streams_transcript_chunks() {
+    let wyoming = format!("127.0.0.1:{}", free_port());
+    let server = Serve::start(&["--wyoming", &wyoming]);
+    server.check("wyoming_check.py", &["--wyoming", &wyoming]);
+}
+
+#[test]
+fn wyoming_alone_without_http_answers_describe_once_the_model_is_loaded() {
+    model_dir("tiny.en");
+    // Nothing to serve is refused at once.
+    let out = Command::new(env!("CARGO_BIN_EXE_steno"))
+        .args(["serve", "--listen", "none"])
+        .output()
+        .expect("steno serve runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to serve"));
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_steno"))
+        .args(["serve", "--listen", "none", "--wyoming", &addr, "--threads", "1"])
+        .env_remove("STENO_LOG")
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("steno serve starts");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr is piped"));
+    // Killed on drop, however the test ends.
+    let _server = Serve {
+        child,
+        addr: addr.parse().unwrap(),
+        log: std::sync::Arc::default(),
+    };
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("read the server's stderr");
+    assert_eq!(line.trim(), format!("steno serve: wyoming on tcp://{addr}"));
+    // Until the model is loaded, describe gets `error` (model_loading) and a close; then `info`.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let info = loop {
+        assert!(Instant::now() < deadline, "describe never got info");
+        let stream = TcpStream::connect(&addr).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (&stream).write_all(b"{\"type\":\"describe\"}\n").unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut header = String::new();
+        reader.read_line(&mut header).unwrap();
+        let header: serde_json::Value = serde_json::from_str(&header).expect("a JSON header line");
+        let mut data = vec![0u8; header["data_length"].as_u64().unwrap() as usize];
+        reader.read_exact(&mut data).unwrap();
+        let data: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        match header["type"].as_str() {
+            Some("info") => break data,
+            Some("error") => assert_eq!(data["code"], "model_loading", "{data}"),
+            other => panic!("describe answered {other:?}: {data}"),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(info["asr"][0]["supports_transcript_streaming"], true, "{info}");
+    assert_eq!(
+        info["asr"][0]["models"][0]["languages"],
+        serde_json::json!(["en"]),
+        "{info}"
+    );
+}
+
+/// SIGTERM mid-stream: the stream gets its last final and a 1001 close, `/health` says
+/// `shutting_down` meanwhile, and the server exits 0 once drained, well within the grace period.
+#[test]
+fn sigterm_flushes_open_streams_then_exits() {
+    let mut server = Serve::start(&["--model", "tiny.en", "--shutdown-grace-s", "10"]);
+    let pid = server.child.id().to_string();
+    server.check("shutdown_check.py", &["--pid", &pid]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "steno serve did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = server
+        .log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert!(log.contains("steno serve: shutting down"), "{log}");
 }

@@ -239,6 +239,112 @@ fn end_of_input_flushes_the_last_words_as_a_final() {
 }
 
 #[test]
+fn flush_and_discard_end_turns_and_the_stream_goes_on() {
+    use steno::stream::EndReason;
+    let engine = engine("tiny.en", ModelVariant::Fp32, TranscribeOptions::default());
+    let config = StreamConfig {
+        turn_events: true,
+        ..lockstep()
+    };
+    let mut session = StreamSession::start(&engine, config).expect("stream starts");
+    let events = session.events().clone();
+    let collector = std::thread::spawn(move || events.iter().collect::<Vec<_>>());
+    let samples = jfk();
+    let at = |s: f64| (16_000.0 * s) as usize;
+    let push = |part: &[f32]| {
+        for chunk in part.chunks(1_600) {
+            session.push(chunk, 16_000).expect("push");
+        }
+    };
+    // Flush right after "ask not", discard inside "what your country can do for you" (5.3 to
+    // 7.7 s), then the rest to the end.
+    push(&samples[..at(4.5)]);
+    session.flush().expect("flush");
+    push(&samples[at(4.5)..at(6.3)]);
+    session.discard().expect("discard");
+    push(&samples[at(6.3)..]);
+    session.finish();
+    let events: Vec<StreamEvent> = collector
+        .join()
+        .expect("collector")
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    drop(session);
+
+    let flushed: Vec<usize> = (0..events.len())
+        .filter(|&i| matches!(events[i], StreamEvent::Flushed { .. }))
+        .collect();
+    assert_eq!(flushed.len(), 2, "{events:#?}");
+    let (mut started, mut stopped, mut finals) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, e) in events.iter().enumerate() {
+        match e {
+            StreamEvent::SpeechStarted { utterance, .. } => started.push((*utterance, i)),
+            StreamEvent::SpeechStopped { utterance, .. } => {
+                assert!(
+                    started.iter().any(|s| s.0 == *utterance),
+                    "stopped before started: {utterance}"
+                );
+                stopped.push((*utterance, i));
+            }
+            StreamEvent::Final { utterance, .. } | StreamEvent::Partial { utterance, .. } => {
+                assert!(
+                    started.iter().any(|s| s.0 == *utterance),
+                    "{e:?} before its SpeechStarted"
+                );
+                if matches!(e, StreamEvent::Final { .. }) {
+                    assert!(
+                        stopped.iter().any(|s| s.0 == *utterance),
+                        "final before SpeechStopped: {e:?}"
+                    );
+                    assert!(
+                        !finals.iter().any(|f: &(u64, usize)| f.0 == *utterance),
+                        "one final each"
+                    );
+                    finals.push((*utterance, i));
+                }
+            }
+            _ => {}
+        }
+    }
+    // The flush ends the utterance in progress at the flush, before `Flushed`.
+    let flush_final = events[..flushed[0]].iter().find_map(|e| match e {
+        StreamEvent::Final {
+            reason: EndReason::Flush,
+            text,
+            end,
+            ..
+        } => Some((text.clone(), *end)),
+        _ => None,
+    });
+    let (text, end) = flush_final.expect("a final with reason flush before the first Flushed");
+    assert!(normalizer().normalize(&text).starts_with("ask not"), "{text}");
+    assert!(end <= 4.6, "the flushed utterance ends at the flush: {end}");
+    // The discard drops the utterance it interrupts: announced, never finished.
+    let dropped: Vec<u64> = started
+        .iter()
+        .filter(|s| !finals.iter().any(|f| f.0 == s.0))
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(dropped.len(), 1, "one dropped utterance: {events:#?}");
+    let dropped_at = started.iter().find(|s| s.0 == dropped[0]).expect("started").1;
+    assert!(flushed[0] < dropped_at && dropped_at < flushed[1], "{events:#?}");
+    assert!(
+        !events[flushed[0]..flushed[1]]
+            .iter()
+            .any(|e| matches!(e, StreamEvent::Final { .. })),
+        "nothing is finished between the flush and the discard"
+    );
+    // The stream goes on: the last words come after the discard.
+    let last = events.iter().rev().find_map(|e| match e {
+        StreamEvent::Final { text, .. } => Some(text.clone()),
+        _ => None,
+    });
+    let last = last.expect("finals after the discard");
+    assert!(normalizer().normalize(&last).ends_with("for your country"), "{last}");
+}
+
+#[test]
 fn sherpa_layout_streams_with_local_agreement() {
     let engine = engine("tiny.en-sherpa", ModelVariant::Fp32, TranscribeOptions::default());
     assert!(!engine.has_cross_qk());

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Check `steno serve`'s graceful shutdown: SIGTERM in the middle of a live stream.
+
+    tests/clients/.venv/bin/python tests/clients/shutdown_check.py --base-url http://127.0.0.1:PORT \
+        --pid SERVER_PID
+
+Streams audio-samples/jfk.wav to /v1/stream at real-time pace; after 4.5 s (mid-sentence,
+"...ask not what your country...") it sends SIGTERM to the server and stops sending audio
+(no `end`). Checks: /health answers 503 `shutting_down` during the drain (when the server is
+still up to answer); the stream still gets its final, with the words heard before the signal
+("and so my fellow americans"), then the socket closes with 1001 (going away); a new stream is
+refused meanwhile or the port is closed. Prints the events; exits 1 on any mismatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from _common import JFK_WAV, CheckFailed, base_parser, expect, normalise, preflight, read_pcm16_mono, ws_url
+
+try:
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+except ImportError:
+    sys.exit("shutdown_check.py: the websockets package is missing; run tests/clients/provision")
+
+CHUNK_S = 0.1
+SIGNAL_AFTER_S = 4.5
+
+
+class Checks:
+    """Named checks: prints ok/FAIL per check; `failures` decides the exit code."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def check(self, ok: bool, name: str) -> None:
+        print(("ok:   " if ok else "FAIL: ") + name, flush=True)
+        if not ok:
+            self.failures.append(name)
+
+
+def health(base_url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(base_url + "/health", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+async def run(args, checks: Checks) -> None:
+    pcm, rate = read_pcm16_mono(JFK_WAV)
+    chunk = int(rate * CHUNK_S) * 2
+    events = []
+    async with connect(ws_url(args.base_url, "/v1/stream")) as ws:
+        await ws.send(json.dumps({"type": "config", "sample_rate": rate, "encoding": "pcm_s16le"}))
+        ready = json.loads(await ws.recv())
+        expect(ready.get("type") == "ready", f"first event is ready: {ready}")
+        t0 = time.monotonic()
+        sent = 0
+        while sent * CHUNK_S < SIGNAL_AFTER_S:
+            await ws.send(pcm[sent * chunk:(sent + 1) * chunk])
+            sent += 1
+            await asyncio.sleep(max(0.0, t0 + sent * CHUNK_S - time.monotonic()))
+        os.kill(args.pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        status, body = await asyncio.to_thread(health, args.base_url)
+        print(f"/health during the drain: {status} {body}")
+        checks.check(status in (0, 503), f"/health is 503 while draining (got {status})")
+        if status == 503:
+            checks.check("shutting_down" in body, f"/health says shutting_down: {body}")
+        try:
+            async with connect(ws_url(args.base_url, "/v1/stream")) as late:
+                await late.send(json.dumps({"type": "config", "sample_rate": rate, "encoding": "pcm_s16le"}))
+                first = json.loads(await late.recv())
+                checks.check(first.get("type") == "error", f"a new stream is refused: {first}")
+        except (InvalidStatus, OSError, ConnectionClosed) as e:
+            print(f"new stream refused: {type(e).__name__}: {e}")
+        try:
+            async for message in ws:
+                event = json.loads(message)
+                events.append(event)
+                print(json.dumps(event))
+        except ConnectionClosed:
+            pass
+        code = ws.close_code
+        print(f"closed with {code} {ws.close_reason!r} {time.monotonic() - signalled:.2f} s after SIGTERM")
+    finals = [e for e in events if e.get("type") == "final"]
+    checks.check(len(finals) >= 1, f"a final after SIGTERM ({len(finals)})")
+    text = normalise(" ".join(f.get("text", "") for f in finals))
+    checks.check("and so my fellow americans" in text, f"the final holds what was heard: {text!r}")
+    checks.check(code == 1001, f"close code 1001 (got {code})")
+
+
+def main() -> None:
+    parser = base_parser(__doc__)
+    parser.add_argument("--pid", type=int, required=True, help="the server's process id")
+    args = parser.parse_args()
+    preflight(args.base_url, "shutdown_check.py")
+    checks = Checks()
+    try:
+        asyncio.run(run(args, checks))
+    except CheckFailed as e:
+        checks.check(False, str(e))
+    if checks.failures:
+        sys.exit(f"shutdown_check.py: {len(checks.failures)} check(s) failed")
+    print("shutdown_check.py: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
