@@ -100,6 +100,16 @@ impl Connection {
             Ok(request) => self.serve(&mut socket, id, request).await,
             Err(ending) => (ending, None),
         };
+        // Joining the stream's thread may wait for its last window job: not on an async
+        // worker. The slots go after it, then the heap is trimmed if the server is idle; all
+        // before the close frame, so a client that reconnects on close finds its slot free.
+        let Connection { state, _slots, .. } = self;
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(session);
+            drop(_slots);
+            state.trim_if_idle();
+        })
+        .await;
         match ending {
             Ending::ClientGone => tracing::info!(stream = id, "client went away"),
             Ending::Closed { code, reason } => {
@@ -107,14 +117,6 @@ impl Connection {
                 close(&mut socket, code, reason).await;
             }
         }
-        // Joining the stream's thread may wait for its last window job: not on an async
-        // worker. The slots go after it, then the heap is trimmed if the server is idle.
-        let Connection { state, _slots, .. } = self;
-        tokio::task::spawn_blocking(move || {
-            drop(session);
-            drop(_slots);
-            state.trim_if_idle();
-        });
     }
 
     /// Wait for the config message.

@@ -7,9 +7,9 @@
 Streams audio-samples/jfk.wav to /v1/stream at real-time pace; after 4.5 s (mid-sentence,
 "...ask not what your country...") it sends SIGTERM to the server and stops sending audio
 (no `end`). Checks: /health answers 503 `shutting_down` during the drain (when the server is
-still up to answer); the stream still gets its final, with the words heard before the signal
-("and so my fellow americans"), then the socket closes with 1001 (going away); a new stream is
-refused meanwhile or the port is closed. Prints the events; exits 1 on any mismatch.
+still up to answer); the stream still gets its finals, with the words heard up to the signal
+("and so", "ask not"), the last one flushed by the shutdown (reason end_of_input), then the
+socket closes with 1001 (going away); a new stream is refused meanwhile or the port is closed. Prints the events; exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -97,7 +97,10 @@ async def run(args, checks: Checks) -> None:
     finals = [e for e in events if e.get("type") == "final"]
     checks.check(len(finals) >= 1, f"a final after SIGTERM ({len(finals)})")
     text = normalise(" ".join(f.get("text", "") for f in finals))
-    checks.check("and so my fellow americans" in text, f"the final holds what was heard: {text!r}")
+    # The words around the signal (how well they are recognised under load is not the point).
+    checks.check("and so" in text and "ask not" in text, f"the finals hold what was heard up to the signal: {text!r}")
+    last = finals[-1] if finals else {}
+    checks.check(last.get("reason") == "end_of_input", f"the last final was flushed by the shutdown: {last.get('reason')}")
     checks.check(code == 1001, f"close code 1001 (got {code})")
 
 
