@@ -102,6 +102,22 @@ fn multipart_error(text: &str, status: StatusCode) -> ApiError {
     }
 }
 
+/// Characters of a prompt that are encoded: its end. Only the last 223 tokens of a prompt are
+/// ever used (half the decoder context, as Whisper does), and byte-pair encoding takes time
+/// quadratic in the length of a word without spaces: a fuzzed 8,000-character word took 22 s
+/// (debug build), so an uncapped prompt field could hold a server thread for minutes.
+const PROMPT_MAX_CHARS: usize = 1024;
+
+/// The last [`PROMPT_MAX_CHARS`] characters of `prompt`.
+fn prompt_tail(prompt: &str) -> &str {
+    let skip = prompt.chars().count().saturating_sub(PROMPT_MAX_CHARS);
+    prompt
+        .char_indices()
+        .nth(skip)
+        .and_then(|(at, _)| prompt.get(at..))
+        .unwrap_or(prompt)
+}
+
 /// This request's options: the engine's, with the request's language, prompt, temperature and
 /// word times.
 fn request_options(engine: &Engine, form: &TranscriptionForm) -> TranscribeOptions {
@@ -111,7 +127,7 @@ fn request_options(engine: &Engine, form: &TranscriptionForm) -> TranscribeOptio
     }
     if let (Some(prompt), Some(tokenizer)) = (&form.prompt, engine.tokenizer()) {
         // Whisper encodes the initial prompt with a leading space, as text mid-sentence.
-        options.initial_prompt = tokenizer.encode(&format!(" {}", prompt.trim()));
+        options.initial_prompt = tokenizer.encode(&format!(" {}", prompt_tail(prompt.trim())));
     }
     // OpenAI: 0 means "raise the temperature as needed", i.e. the fallback ladder; a higher
     // value starts the ladder there.
@@ -281,6 +297,16 @@ fn sse_data(sent: &mut String, update: Update) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_long_prompt_is_cut_to_its_end_on_a_character_boundary() {
+        let long = format!("{}é{}", "x".repeat(5000), "y".repeat(1023));
+        let tail = prompt_tail(&long);
+        assert_eq!(tail.chars().count(), PROMPT_MAX_CHARS);
+        assert!(tail.starts_with('é') && tail.ends_with('y'));
+        assert_eq!(prompt_tail("short prompt"), "short prompt");
+    }
+
     use super::*;
     use crate::Segment;
 
