@@ -50,47 +50,26 @@ pub trait MelSource: Send {
     }
 }
 
-impl MelSource for &Mel {
+/// A whole spectrogram, owned (a job's) or borrowed ([`crate::transcribe::transcribe`]'s).
+impl<T: std::borrow::Borrow<Mel> + Send> MelSource for T {
     fn n_mels(&self) -> usize {
-        Mel::n_mels(self)
+        self.borrow().n_mels()
     }
 
     fn n_frames(&self) -> usize {
-        Mel::n_frames(self)
+        self.borrow().n_frames()
     }
 
     fn silence_value(&self) -> f32 {
-        Mel::silence_value(self)
+        self.borrow().silence_value()
     }
 
     fn window(&mut self, start: usize, len: usize, pad: f32) -> Result<Vec<f32>> {
-        Ok(Mel::window(self, start, len, pad))
+        Ok(self.borrow().window(start, len, pad))
     }
 
     fn band_peak_log10(&mut self, start: usize, len: usize, lo_hz: f64, hi_hz: f64) -> Result<f32> {
-        Ok(Mel::band_peak_log10(self, start, len, lo_hz, hi_hz))
-    }
-}
-
-impl MelSource for Mel {
-    fn n_mels(&self) -> usize {
-        Mel::n_mels(self)
-    }
-
-    fn n_frames(&self) -> usize {
-        Mel::n_frames(self)
-    }
-
-    fn silence_value(&self) -> f32 {
-        Mel::silence_value(self)
-    }
-
-    fn window(&mut self, start: usize, len: usize, pad: f32) -> Result<Vec<f32>> {
-        Ok(Mel::window(self, start, len, pad))
-    }
-
-    fn band_peak_log10(&mut self, start: usize, len: usize, lo_hz: f64, hi_hz: f64) -> Result<f32> {
-        Ok(Mel::band_peak_log10(self, start, len, lo_hz, hi_hz))
+        Ok(self.borrow().band_peak_log10(start, len, lo_hz, hi_hz))
     }
 }
 
