@@ -292,6 +292,31 @@ pub fn normalize_whisper(values: &mut [f32]) {
     }
 }
 
+/// The mel bins centred in `lo_hz..=hi_hz` (the energy gate's band).
+pub(crate) fn band_bins(n_mels: usize, lo_hz: f64, hi_hz: f64) -> Vec<usize> {
+    mel_centres_hz(n_mels)
+        .iter()
+        .enumerate()
+        .filter(|(_, hz)| (lo_hz..=hi_hz).contains(*hz))
+        .map(|(m, _)| m)
+        .collect()
+}
+
+/// Mel power of a Whisper-normalised value `x` (log10 power = 4x − 4).
+pub(crate) fn normalised_power(x: f32) -> f64 {
+    10f64.powf(f64::from(4.0 * x - 4.0))
+}
+
+/// log10 of the largest of the frames' band powers; −∞ when none is positive.
+pub(crate) fn peak_log10(frame_powers: impl Iterator<Item = f64>) -> f32 {
+    let peak = frame_powers.fold(0.0, f64::max);
+    if peak > 0.0 {
+        peak.log10() as f32
+    } else {
+        f32::NEG_INFINITY
+    }
+}
+
 /// [`Mel::silence_value`] for a spectrogram whose largest normalised value is `max`.
 pub(crate) fn silence_value_for(max: f32) -> f32 {
     let floor = (LOG10_FLOOR + 4.0) / 4.0;
@@ -376,26 +401,15 @@ impl Mel {
         if start >= end {
             return f32::NEG_INFINITY;
         }
-        let bins: Vec<usize> = mel_centres_hz(self.n_mels)
-            .iter()
-            .enumerate()
-            .filter(|(_, hz)| (lo_hz..=hi_hz).contains(*hz))
-            .map(|(m, _)| m)
-            .collect();
         let mut frame_power = vec![0f64; end - start];
-        for &m in &bins {
+        for m in band_bins(self.n_mels, lo_hz, hi_hz) {
             if let Some(row) = self.row(m).and_then(|r| r.get(start..end)) {
                 for (acc, &x) in frame_power.iter_mut().zip(row) {
-                    *acc += 10f64.powf(f64::from(4.0 * x - 4.0));
+                    *acc += normalised_power(x);
                 }
             }
         }
-        let peak = frame_power.iter().copied().fold(0.0, f64::max);
-        if peak > 0.0 {
-            peak.log10() as f32
-        } else {
-            f32::NEG_INFINITY
-        }
+        peak_log10(frame_power.into_iter())
     }
 
     /// Mel value of digital silence in a spectrogram normalised by [`Mel::normalize_whisper`]:

@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use super::mel::{mel_centres_hz, silence_value_for};
+use super::mel::{band_bins, normalised_power, peak_log10, silence_value_for};
 use super::{LogMel, Mel, MelStream};
 use crate::audio::{self, AudioError, AudioInfo, AudioLimits};
 use crate::error::Result;
@@ -252,31 +252,15 @@ impl MelSource for MelFile {
         self.fill_to(start.saturating_add(len))?;
         let end = start.saturating_add(len).min(self.n_frames);
         let floor = self.floor();
-        let bins: Vec<usize> = mel_centres_hz(self.n_mels)
-            .iter()
-            .enumerate()
-            .filter(|(_, hz)| (lo_hz..=hi_hz).contains(*hz))
-            .map(|(b, _)| b)
-            .collect();
+        let bins = band_bins(self.n_mels, lo_hz, hi_hz);
         // Mel::band_peak_log10's measure, on the values it would read after normalisation.
-        let peak = self
-            .frames(start, end)
-            .chunks_exact(self.n_mels.max(1))
-            .map(|column| {
-                bins.iter()
-                    .filter_map(|&b| column.get(b))
-                    .map(|&x| {
-                        let normalised = (x.max(floor) + 4.0) / 4.0;
-                        10f64.powf(f64::from(4.0 * normalised - 4.0))
-                    })
-                    .sum::<f64>()
-            })
-            .fold(0.0, f64::max);
-        Ok(if peak > 0.0 {
-            peak.log10() as f32
-        } else {
-            f32::NEG_INFINITY
-        })
+        let powers = self.frames(start, end).chunks_exact(self.n_mels.max(1)).map(|column| {
+            bins.iter()
+                .filter_map(|&b| column.get(b))
+                .map(|&x| normalised_power((x.max(floor) + 4.0) / 4.0))
+                .sum::<f64>()
+        });
+        Ok(peak_log10(powers))
     }
 
     fn label(&self) -> String {
