@@ -213,6 +213,8 @@ pub struct EngineHandle {
     /// Mel frames the encoder takes (fixed 3000 for sherpa-onnx exports).
     pub(crate) mel_frames: MelFrames,
     pub(crate) options: TranscribeOptions,
+    /// The worker has run the largest live window once ([`crate::stream::window::presize`]).
+    pub(crate) presized: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -379,6 +381,7 @@ impl Engine {
             has_cross_qk,
             mel_frames,
             options,
+            presized: Arc::default(),
         };
         let log_mel = LogMel::new(spec.n_mels).map_err(|e| Error::config("n_mels", e.to_string()))?;
         Ok(Engine {

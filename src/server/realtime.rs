@@ -55,6 +55,7 @@ use crate::{Engine, StreamConfig, StreamSession};
 pub const INPUT_RATE: u32 = 24_000;
 
 /// Close codes (RFC 6455 §7.4.1).
+const GOING_AWAY: u16 = 1001;
 const POLICY: u16 = 1008;
 const INTERNAL: u16 = 1011;
 const TRY_AGAIN_LATER: u16 = 1013;
@@ -1198,6 +1199,8 @@ impl Connection {
             return Ending::ClientGone;
         }
         let mut deadline = Instant::now() + self.idle;
+        let drained = self.state.drained();
+        tokio::pin!(drained);
         loop {
             let Some(stream) = live.as_mut() else {
                 return Ending::Closed {
@@ -1206,6 +1209,7 @@ impl Connection {
                 };
             };
             tokio::select! {
+                () = &mut drained => break,
                 () = sleep_until(deadline) => {
                     let e = Problem::invalid("idle_timeout", None, format!("no event for {} s", self.idle.as_secs()));
                     let error = turns.error(&e);
@@ -1256,6 +1260,19 @@ impl Connection {
                     }
                 }
             }
+        }
+        // Server shutdown: the turn in progress is committed as a client's commit would, its
+        // transcript is sent, then the socket closes with 1001 (going away).
+        if let Some(old) = live.take() {
+            for event in self.retire(old, &mut turns).await {
+                if !self.send(socket, &event).await {
+                    return Ending::ClientGone;
+                }
+            }
+        }
+        Ending::Closed {
+            code: GOING_AWAY,
+            reason: "server shutting down",
         }
     }
 

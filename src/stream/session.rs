@@ -211,6 +211,7 @@ impl<'e> StreamSession<'e> {
     fn spawn(engine: &Engine, config: StreamConfig, shared: Option<Arc<Engine>>) -> Result<StreamSession<'e>> {
         config.validate()?;
         let handle = engine.handle()?;
+        super::window::presize(&handle, Arc::new(config.decode_options(&handle.options)))?;
         let vad = detector(&config.vad, engine.runtime_config())?;
         let coordinator = Coordinator::new(handle, config.clone(), vad)?;
         let (input_tx, input_rx) = bounded::<Input>(config.input_queue);
@@ -363,7 +364,19 @@ struct Utterance {
     last_scores: (Vec<f32>, (f64, f32, f32)),
     /// `SpeechStopped` was emitted (turn events).
     stopped: bool,
+    /// A window led by earlier finals came back with nothing for this utterance: Whisper took
+    /// the context's last sentence for the end of the text. Its windows go without context.
+    alone: bool,
 }
+
+/// Silence (ms) after which the speech heard so far is decoded without waiting for the hop
+/// (`Coordinator::maybe_schedule_partial`): early enough for the decode to be ready when the
+/// VAD's `min_silence_ms` (500 by default) ends the utterance, even at one thread.
+const PREPARE_AFTER_SILENCE_MS: u64 = 200;
+
+/// Mel frames of an utterance (2 s) after which a partial led by context that decodes nothing
+/// for it means the context swallowed it (`Coordinator::context_swallowed`).
+const SWALLOWED_AFTER_FRAMES: u64 = 200;
 
 /// Why an utterance ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -401,7 +414,8 @@ struct Heard {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum JobKind {
-    Partial,
+    /// A partial; `prepared`: decoded before its hop because a pause began (it does not commit).
+    Partial { prepared: bool },
     /// Final of the current utterance; `decided` is when the endpoint was decided; `cut`:
     /// the next utterance starts at this frame (maximum length).
     Final {
@@ -409,6 +423,8 @@ enum JobKind {
         decided: Instant,
         reason: EndReason,
         cut: Option<u64>,
+        /// The endpoint it answers (to decode it again without context).
+        endpoint: Endpoint,
     },
 }
 
@@ -771,6 +787,7 @@ impl Coordinator {
             last_window: None,
             last_scores: (Vec::new(), (0.0, 0.0, 0.0)),
             stopped: false,
+            alone: false,
         });
         if let Some(utterance) = id {
             self.emit(StreamEvent::SpeechStarted {
@@ -821,7 +838,7 @@ impl Coordinator {
         if self
             .in_flight
             .as_ref()
-            .is_some_and(|job| matches!(job.kind, JobKind::Partial) && job.ticket.cancel())
+            .is_some_and(|job| matches!(job.kind, JobKind::Partial { .. }) && job.ticket.cancel())
         {
             self.in_flight = None;
         }
@@ -847,18 +864,25 @@ impl Coordinator {
         let silence = self.segmenter.silence_run();
         let speech_end = (self.segmenter.samples() - silence) / 160;
         let pausing = silence >= u64::from(self.config.hop_ms) * 16 && u.decoded_to >= speech_end;
-        if end < u.decoded_to + hop || end < u.start_frame + hop || pausing {
+        // A pause has begun and no decode has heard the speech up to it: decode now rather
+        // than at the next hop, so that if the pause becomes the endpoint, the final finds
+        // this window ready (see `WindowJob::reuse`) instead of decoding from scratch.
+        let prepare = silence >= PREPARE_AFTER_SILENCE_MS * 16 && u.decoded_to < speech_end;
+        if (end < u.decoded_to + hop && !prepare) || end < u.start_frame + hop || pausing {
             return;
         }
         let (start, content) = (u.start_frame, (end - u.start_frame) as usize);
         if !self.has_speech_energy(start, content) {
             return;
         }
+        // Decoded early only to prepare a final: it shows, and may serve the final, but does not
+        // commit (its audio is nearly the last decode's, so the two would agree by default).
+        let prepared = end < u.decoded_to + hop;
         let forced = u.committed.clone();
         if let Some(u) = self.utterance.as_mut() {
             u.decoded_to = end;
         }
-        self.submit(JobKind::Partial, start, content, forced, false, None);
+        self.submit(JobKind::Partial { prepared }, start, content, 0, forced, None);
     }
 
     /// The speech-band energy gate on raw frames (the batch gate's measure).
@@ -886,7 +910,6 @@ impl Coordinator {
         let start = u.start_frame;
         let content = end_frame.saturating_sub(start) as usize;
         let forced = u.committed.clone();
-        let cut_at_commit = matches!(endpoint, Endpoint::MaxLength) && cut != Some(now_frame);
         let reason = match endpoint {
             Endpoint::Silence { .. } => EndReason::Silence,
             Endpoint::MaxLength => EndReason::MaxLength,
@@ -904,6 +927,7 @@ impl Coordinator {
             decided,
             reason,
             cut,
+            endpoint,
         };
         // Nothing heard since the last partial (its window reaches the end of speech): the
         // final is that partial's hypothesis, on its window (see `WindowJob::reuse`).
@@ -912,8 +936,20 @@ impl Coordinator {
             Endpoint::Silence { .. } | Endpoint::Finished { .. } => u.last_window.clone(),
             Endpoint::MaxLength => None,
         };
+        // The silence that ended the utterance is decoded with it: a window that stops where
+        // the VAD's speech ends clips soft word endings, and Whisper reads a window cut off
+        // after the last word as an unfinished sentence (without it, finals that no partial
+        // had prepared came out lowercase and unpunctuated, and tiny.en int8 said JFK's "Ask
+        // not." twice). At most `min_silence_ms`: what came later may be the next utterance.
+        let tail = match endpoint {
+            Endpoint::Silence { .. } | Endpoint::Finished { .. } => now_frame
+                .saturating_sub(end_frame)
+                .min(u64::from(self.config.vad.min_silence_ms / 10))
+                as usize,
+            Endpoint::MaxLength => 0,
+        };
         // At the maximum length only the committed words are final: nothing is decoded past them.
-        self.submit(kind, start, content, forced, cut_at_commit, reuse);
+        self.submit(kind, start, content, tail, forced, reuse);
     }
 
     /// The earlier finals that lead a window for the utterance at `utterance_start` ending at
@@ -961,12 +997,13 @@ impl Coordinator {
         kind: JobKind,
         start: u64,
         content: usize,
+        tail: usize,
         committed: Vec<u32>,
-        forced_only: bool,
         reuse: Option<(u64, usize, Vec<u32>)>,
     ) {
         let end = start + content as u64;
-        let (window_start, context) = if self.config.context_s > 0.0 {
+        let alone = self.utterance.as_ref().is_some_and(|u| u.alone);
+        let (window_start, context) = if self.config.context_s > 0.0 && !alone {
             self.context_for(start, end)
         } else {
             (start, Vec::new())
@@ -974,7 +1011,7 @@ impl Coordinator {
         let max_frames = self.handle.spec.max_mel_frames();
         let pad = (self.options.pad_s * 100.0).round() as usize;
         let min = (self.options.min_window_s * 100.0).round() as usize;
-        let content = ((end - window_start) as usize).min(max_frames);
+        let content = ((end + tail as u64 - window_start) as usize).min(max_frames);
         let frames = match self.handle.mel_frames {
             MelFrames::Fixed(n) => n,
             // Even, so the stride-2 convolution maps frames exactly to 20 ms positions.
@@ -982,6 +1019,12 @@ impl Coordinator {
         };
         let mel = self.mel.window(window_start, content, frames);
         let is_final = matches!(kind, JobKind::Final { .. });
+        // A final cut at the maximum length where the committed words end: they are the whole
+        // text, nothing is decoded past them.
+        let forced_only = matches!(
+            kind,
+            JobKind::Final { endpoint: Endpoint::MaxLength, cut: Some(c), .. } if c != self.mel.frames_end()
+        );
         let speech_pad = u64::from(self.config.vad.speech_pad_ms / 10);
         let last_scores = self
             .utterance
@@ -1047,7 +1090,7 @@ impl Coordinator {
             reuse,
         };
         match kind {
-            JobKind::Partial => self.stats.partial_jobs += 1,
+            JobKind::Partial { .. } => self.stats.partial_jobs += 1,
             JobKind::Final { .. } => self.stats.final_jobs += 1,
         }
         match self.handle.submit_window(job) {
@@ -1084,14 +1127,29 @@ impl Coordinator {
         let Some(job) = self.in_flight.take() else { return };
         self.busy_ms += job.submitted.elapsed().as_secs_f64() * 1e3;
         let outcome = outcome.and_then(|o| strip_context(o, &job));
+        if let Ok(o) = &outcome
+            && self.context_swallowed(&job, o)
+        {
+            // Decode the utterance again on its own: a final at once, a partial at the next
+            // chance (now: its hop is not waited for).
+            match job.kind {
+                JobKind::Final { endpoint, decided, .. } => return self.submit_final(endpoint, decided),
+                JobKind::Partial { .. } => {
+                    if let Some(u) = self.utterance.as_mut() {
+                        u.decoded_to = u.start_frame;
+                    }
+                }
+            }
+        }
         match outcome {
             Ok(outcome) => match job.kind {
-                JobKind::Partial => self.on_partial(&job, outcome),
+                JobKind::Partial { prepared } => self.on_partial(&job, outcome, prepared),
                 JobKind::Final {
                     end_frame,
                     decided,
                     reason,
                     cut,
+                    ..
                 } => {
                     self.close_utterance(end_frame, cut, decided, reason, Some(outcome));
                 }
@@ -1106,6 +1164,29 @@ impl Coordinator {
         }
     }
 
+    /// Whether a window led by earlier finals stopped where they did, with nothing for this
+    /// utterance (Whisper reads the context's closing sentence as the end of the text; found
+    /// on a 1.5 s pause when no partial had committed anything yet). Marks the utterance to be
+    /// decoded without context from now on.
+    fn context_swallowed(&mut self, job: &InFlight, outcome: &WindowOutcome) -> bool {
+        let Some(u) = self.utterance.as_mut() else { return false };
+        if job.context_len == 0 || !outcome.tokens.is_empty() || outcome.reused || u.alone {
+            return false;
+        }
+        // A partial with little of the utterance yet often has nothing to say: the next hop
+        // will. Only a final, or a partial that has heard enough to say something, counts.
+        let heard = (job.start_frame + job.content_frames as u64).saturating_sub(u.start_frame);
+        if matches!(job.kind, JobKind::Partial { .. }) && heard < SWALLOWED_AFTER_FRAMES {
+            return false;
+        }
+        tracing::debug!(
+            context = job.context_len,
+            "nothing decoded after the context: the utterance is decoded without it"
+        );
+        u.alone = true;
+        true
+    }
+
     fn on_job_failed(&mut self, kind: JobKind, error: Error) {
         self.emit(StreamEvent::Error {
             message: format!("stream {}: {error}", self.id),
@@ -1115,6 +1196,7 @@ impl Coordinator {
             decided,
             reason,
             cut,
+            ..
         } = kind
         {
             // Keep what was committed: the final says it.
@@ -1122,7 +1204,7 @@ impl Coordinator {
         }
     }
 
-    fn on_partial(&mut self, job: &InFlight, outcome: WindowOutcome) {
+    fn on_partial(&mut self, job: &InFlight, outcome: WindowOutcome, prepared: bool) {
         let tokenizer = self.handle.tokenizer.clone();
         let starts_word = |t: u32| tokenizer.bytes(t).is_some_and(|b| b.first() == Some(&b' '));
         let Some(u) = self.utterance.as_mut() else { return };
@@ -1139,7 +1221,11 @@ impl Coordinator {
             frames: &outcome.new_token_frames,
             content_frames: job.content_frames.div_ceil(2) as u32,
         };
-        let commit = self.policy.commit(&update, &starts_word).max(u.committed.len());
+        let commit = if prepared {
+            u.committed.len()
+        } else {
+            self.policy.commit(&update, &starts_word).max(u.committed.len())
+        };
         if commit > u.committed.len() {
             let n_new = commit - u.committed.len();
             let scores = outcome

@@ -13,7 +13,9 @@ use crate::decode::attention::restart_at;
 use crate::decode::search::Hypothesis;
 use crate::decode::segments::TimedTokens;
 use crate::decode::timing;
+use crate::engine::EngineHandle;
 use crate::error::Result;
+use crate::model::encoder::MelFrames;
 use crate::model::{CrossKv, WhisperModel};
 use crate::transcribe::{
     AttentionTrack, TranscribeOptions, WindowHypothesis, WindowText, Word, align_words, decode_window, detect_language,
@@ -133,6 +135,65 @@ pub struct WindowOutcome {
     pub decode_ms: f64,
     /// The job reused its stream's last window ([`WindowJob::reuse`]).
     pub reused: bool,
+}
+
+/// Tokens forced in the pre-sizing window: the most one live window can hold (Whisper's
+/// `sample_len`, 224 for every model, counts the forced tokens), less room for a few new ones.
+const PRESIZE_TOKENS: usize = 200;
+
+/// Run one live window of the largest size a stream can ask for, once per engine, before its
+/// first stream starts (a blocking call of a few hundred milliseconds on the worker).
+///
+/// Why: ONNX Runtime's CPU arena grows to the largest run it has served and keeps that
+/// memory for the next runs. Without this a long stream's RSS climbs in steps during its first
+/// minutes, as longer windows (context, utterance, padding) and longer texts come: on the
+/// long-form audio looped 5 times it went from 555 MiB at 1 minute to 640 MiB at about 4
+/// minutes, then stayed flat. With the largest window run first, that memory is taken at the
+/// start and the stream's RSS stays flat from then on. The outputs do not change: the window
+/// leaves no state behind (a final's window is not cached).
+pub(crate) fn presize(handle: &EngineHandle, options: Arc<TranscribeOptions>) -> Result<()> {
+    if handle.presized.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let frames = match handle.mel_frames {
+        MelFrames::Fixed(n) => n,
+        MelFrames::Dynamic { max } => max,
+    };
+    let sentence = handle.tokenizer.encode(
+        " And so, my fellow Americans, ask not what your country can do for you; ask what you can do for your country.",
+    );
+    let forced: Vec<u32> = sentence.iter().copied().cycle().take(PRESIZE_TOKENS).collect();
+    let prompt: Vec<u32> = sentence.iter().copied().cycle().take(64).collect();
+    let job = WindowJob {
+        stream: u64::MAX,
+        // Digital silence after normalisation ((log10 floor + 4) / 4).
+        mel: vec![-1.5; handle.spec.n_mels * frames],
+        frames,
+        content_frames: frames,
+        prompt,
+        forced,
+        draft: Vec::new(),
+        forced_logprobs: Vec::new(),
+        language: None,
+        track_attention: handle.has_cross_qk,
+        words: handle.has_cross_qk,
+        is_final: true,
+        time_offset_s: 0.0,
+        options,
+        decode: true,
+        start_frame: 0,
+        reuse: None,
+    };
+    let (rx, _ticket) = handle.submit_window(job)?;
+    rx.recv()
+        .map_err(|_| crate::Error::Worker("the inference thread stopped".into()))??;
+    tracing::debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        frames,
+        "the largest live window ran once (ONNX Runtime's arena is sized)"
+    );
+    Ok(())
 }
 
 /// Run a live window on the worker's model.

@@ -7,6 +7,7 @@ sys.path), so the scripts run as `python tests/clients/NAME.py --base-url http:/
 from __future__ import annotations
 
 import argparse
+import array
 import re
 import sys
 import traceback
@@ -15,6 +16,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 JFK_WAV = REPO / "audio-samples" / "jfk.wav"
+REALTIME_RATE = 24_000  # OpenAI Realtime pcm16
 JFK_REFERENCE = (
     "And so my fellow Americans, ask not what your country can do for you, "
     "ask what you can do for your country."
@@ -57,6 +59,35 @@ def read_pcm16_mono(path: Path) -> tuple[bytes, int]:
             sys.exit(f"{path}: needs a 16-bit mono PCM WAV (has {w.getnchannels()} channels, "
                      f"{8 * w.getsampwidth()}-bit, {w.getcomptype()})")
         return w.readframes(w.getnframes()), w.getframerate()
+
+
+def read_24k(path: Path, seconds: float | None = None) -> bytes:
+    """A 16-bit mono WAV as 24 kHz pcm16 (OpenAI Realtime's input), by linear interpolation."""
+    with wave.open(str(path), "rb") as w:
+        if w.getnchannels() != 1 or w.getsampwidth() != 2:
+            sys.exit(f"{path}: needs 16-bit mono PCM")
+        rate = w.getframerate()
+        frames = w.getnframes() if seconds is None else min(w.getnframes(), int(seconds * rate))
+        src = array.array("h", w.readframes(frames))
+    if sys.byteorder == "big":
+        src.byteswap()
+    if rate == REALTIME_RATE:
+        out = src
+    else:
+        n = len(src) * REALTIME_RATE // rate
+        out = array.array("h", bytes(2 * n))
+        step = rate / REALTIME_RATE
+        last = len(src) - 1
+        for i in range(n):
+            x = i * step
+            j = int(x)
+            frac = x - j
+            a = src[j]
+            b = src[j + 1] if j < last else a
+            out[i] = int(round(a + (b - a) * frac))
+    if sys.byteorder == "big":
+        out.byteswap()
+    return out.tobytes()
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

@@ -23,7 +23,6 @@ transcriptions N times and prints the transcripts and the latency from the last 
 
 from __future__ import annotations
 
-import array
 import base64
 import json
 import signal
@@ -34,8 +33,8 @@ import time
 import wave
 from pathlib import Path
 
-from _common import (JFK_WAV, REPO, CheckFailed, Checks, base_parser, expect, missing_phrases, normalise,
-                     preflight)
+from _common import (JFK_WAV, REALTIME_RATE, REPO, CheckFailed, Checks, base_parser, expect, missing_phrases,
+                     normalise, preflight, read_24k)
 
 try:
     import openai
@@ -48,7 +47,7 @@ try:
 except ImportError:
     sys.exit("realtime_check.py: websockets (openai[realtime]) is missing; run tests/clients/provision")
 
-RATE = 24_000
+RATE = REALTIME_RATE
 CHUNK = RATE // 10  # 100 ms
 SHORT_WAV = REPO / "audio-samples" / "2830-3980-0043.wav"  # "Experience proves this." (2.0 s)
 LONG_WAV = REPO / "audio-samples" / "1089-134686-0000.wav"  # "He hoped there would be stew…" (10.4 s)
@@ -58,35 +57,6 @@ KEY_WORDS = (("experience", "proves"), ("stew", "dinner", "carrots"))
 DONE = "conversation.item.input_audio_transcription.completed"
 DELTA = "conversation.item.input_audio_transcription.delta"
 WATCHDOG_S = 120
-
-
-def read_24k(path: Path, seconds: float | None = None) -> bytes:
-    """A 16-bit mono WAV as 24 kHz pcm16 (linear interpolation; the inputs are 16 kHz)."""
-    with wave.open(str(path), "rb") as w:
-        if w.getnchannels() != 1 or w.getsampwidth() != 2:
-            sys.exit(f"{path}: needs 16-bit mono PCM")
-        rate = w.getframerate()
-        frames = w.getnframes() if seconds is None else min(w.getnframes(), int(seconds * rate))
-        src = array.array("h", w.readframes(frames))
-    if sys.byteorder == "big":
-        src.byteswap()
-    if rate == RATE:
-        out = src
-    else:
-        n = len(src) * RATE // rate
-        out = array.array("h", bytes(2 * n))
-        step = rate / RATE
-        last = len(src) - 1
-        for i in range(n):
-            x = i * step
-            j = int(x)
-            frac = x - j
-            a = src[j]
-            b = src[j + 1] if j < last else a
-            out[i] = int(round(a + (b - a) * frac))
-    if sys.byteorder == "big":
-        out.byteswap()
-    return out.tobytes()
 
 
 def silence(seconds: float) -> bytes:

@@ -4,17 +4,22 @@
     tests/clients/.venv/bin/python tests/clients/shutdown_check.py --base-url http://127.0.0.1:PORT \
         --pid SERVER_PID
 
-Streams audio-samples/jfk.wav to /v1/stream at real-time pace; after 4.5 s (mid-sentence,
+Streams audio-samples/jfk.wav at real-time pace to /v1/stream and, at the same time, to an
+OpenAI Realtime transcription session (/v1/realtime, server VAD); after 4.5 s (mid-sentence,
 "...ask not what your country...") it sends SIGTERM to the server and stops sending audio
-(no `end`). Checks: /health answers 503 `shutting_down` during the drain (when the server is
-still up to answer); the stream still gets its finals, with the words heard up to the signal
-("and so", "ask not"), the last one flushed by the shutdown (reason end_of_input), then the
-socket closes with 1001 (going away); a new stream is refused meanwhile or the port is closed. Prints the events; exits 1 on any mismatch.
+(no `end`, no commit). Checks: /health answers 503 `shutting_down` during the drain (when the
+server is still up to answer); the stream still gets its finals, with the words heard up to
+the signal ("and so", "ask not"), the last one flushed by the shutdown (reason end_of_input),
+then the socket closes with 1001 (going away); the Realtime session's turn in progress is
+committed and transcribed (its `.completed` transcripts hold the same words), then it closes
+with 1001; a new stream is refused meanwhile or the port is closed. Prints the events; exits 1
+on any mismatch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -23,7 +28,8 @@ import time
 import urllib.error
 import urllib.request
 
-from _common import JFK_WAV, CheckFailed, base_parser, expect, normalise, preflight, read_pcm16_mono, ws_url
+from _common import (JFK_WAV, REALTIME_RATE, CheckFailed, base_parser, expect, normalise, preflight, read_24k,
+                     read_pcm16_mono, ws_url)
 
 try:
     from websockets.asyncio.client import connect
@@ -57,18 +63,34 @@ def health(base_url: str) -> tuple[int, str]:
         return 0, str(e)
 
 
+async def read_realtime(rt, events: list) -> None:
+    """Collect a Realtime session's events until the server closes it."""
+    try:
+        async for message in rt:
+            events.append(json.loads(message))
+    except ConnectionClosed:
+        pass
+
+
 async def run(args, checks: Checks) -> None:
     pcm, rate = read_pcm16_mono(JFK_WAV)
     chunk = int(rate * CHUNK_S) * 2
+    pcm_24k = read_24k(JFK_WAV)
+    chunk_24k = int(REALTIME_RATE * CHUNK_S) * 2
     events = []
-    async with connect(ws_url(args.base_url, "/v1/stream")) as ws:
+    rt_events: list = []
+    async with connect(ws_url(args.base_url, "/v1/stream")) as ws, \
+            connect(ws_url(args.base_url, "/v1/realtime?intent=transcription")) as rt:
         await ws.send(json.dumps({"type": "config", "sample_rate": rate, "encoding": "pcm_s16le"}))
         ready = json.loads(await ws.recv())
         expect(ready.get("type") == "ready", f"first event is ready: {ready}")
+        rt_reader = asyncio.create_task(read_realtime(rt, rt_events))
         t0 = time.monotonic()
         sent = 0
         while sent * CHUNK_S < SIGNAL_AFTER_S:
             await ws.send(pcm[sent * chunk:(sent + 1) * chunk])
+            audio = base64.b64encode(pcm_24k[sent * chunk_24k:(sent + 1) * chunk_24k]).decode()
+            await rt.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
             sent += 1
             await asyncio.sleep(max(0.0, t0 + sent * CHUNK_S - time.monotonic()))
         os.kill(args.pid, signal.SIGTERM)
@@ -94,6 +116,9 @@ async def run(args, checks: Checks) -> None:
             pass
         code = ws.close_code
         print(f"closed with {code} {ws.close_reason!r} {time.monotonic() - signalled:.2f} s after SIGTERM")
+        await asyncio.wait_for(rt_reader, timeout=30)
+        rt_code = rt.close_code
+        print(f"realtime session closed with {rt_code} {rt.close_reason!r}")
     finals = [e for e in events if e.get("type") == "final"]
     checks.check(len(finals) >= 1, f"a final after SIGTERM ({len(finals)})")
     text = normalise(" ".join(f.get("text", "") for f in finals))
@@ -102,6 +127,16 @@ async def run(args, checks: Checks) -> None:
     last = finals[-1] if finals else {}
     checks.check(last.get("reason") == "end_of_input", f"the last final was flushed by the shutdown: {last.get('reason')}")
     checks.check(code == 1001, f"close code 1001 (got {code})")
+    for event in rt_events:
+        if event.get("type") != "conversation.item.input_audio_transcription.delta":
+            print("realtime:", json.dumps(event))
+    completed = [e for e in rt_events if e.get("type") == "conversation.item.input_audio_transcription.completed"]
+    rt_text = normalise(" ".join(e.get("transcript", "") for e in completed))
+    checks.check("and so" in rt_text and "ask not" in rt_text,
+                 f"the Realtime transcripts hold what was heard up to the signal: {rt_text!r}")
+    errors = [e for e in rt_events if e.get("type") == "error"]
+    checks.check(not errors, f"no Realtime error events: {errors}")
+    checks.check(rt_code == 1001, f"Realtime close code 1001 (got {rt_code})")
 
 
 def main() -> None:

@@ -223,6 +223,47 @@ fn silence_and_noise_give_no_text() {
     assert!(events.iter().any(|e| matches!(e.event, StreamEvent::Stats(_))));
 }
 
+/// "Experience proves this." (2.0 s), 1.5 s of silence, "He hoped there would be stew for
+/// dinner…" (10.4 s), 1.5 s of silence: a two-sentence turn.
+fn two_utterances() -> Vec<f32> {
+    let read = |name: &str| steno::audio::read_audio(&sample(name)).expect(name).samples;
+    let gap = vec![0.0f32; 24_000];
+    [
+        read("2830-3980-0043.wav"),
+        gap.clone(),
+        read("1089-134686-0000.wav"),
+        gap,
+    ]
+    .concat()
+}
+
+#[test]
+fn an_utterance_after_a_finished_sentence_is_not_lost_to_its_context() {
+    // With hops of 5 s, the second utterance's first window comes late and holds most of it.
+    // Led by the first final as context ("Experience proves this."), Whisper ended the text
+    // where the context did, and the final came out empty. The utterance must then be decoded
+    // on its own.
+    let engine = engine("tiny.en", ModelVariant::Fp32, TranscribeOptions::default());
+    for hop_ms in [500, 5_000, 10_000] {
+        let config = StreamConfig { hop_ms, ..lockstep() };
+        let events = stream(&engine, config, &two_utterances());
+        assert_invariants(&events);
+        let texts: Vec<String> = finals(&events)
+            .into_iter()
+            .map(|f| normalizer().normalize(&f.1))
+            .collect();
+        assert_eq!(texts.len(), 2, "hop {hop_ms} ms: {texts:?}");
+        assert!(
+            texts[0].contains("experience proves this"),
+            "hop {hop_ms} ms: {texts:?}"
+        );
+        assert!(
+            texts[1].starts_with("he hoped there would be stew for dinner"),
+            "hop {hop_ms} ms: {texts:?}"
+        );
+    }
+}
+
 #[test]
 fn end_of_input_flushes_the_last_words_as_a_final() {
     let engine = engine("tiny.en", ModelVariant::Fp32, TranscribeOptions::default());
