@@ -8,7 +8,11 @@
 //!   `--batch` the batch greedy WER on the same joined audio, for comparison;
 //! - `final_after_speech_ms` (realtime mode): from each reference utterance's end of speech
 //!   (its last 10 ms frame above −45 dBFS, on the audio clock, which is then the wall clock)
-//!   to the first final whose end reaches it (within 0.25 s: the VAD pads ends by 0.1 s);
+//!   to the final that holds it: the last final starting before it. (Until 2026-12-01 it was
+//!   the first final whose end reached it; when the VAD ended an utterance on a soft tail,
+//!   more than 0.25 s before that point, the next utterance's final was counted, about 10 s
+//!   later: that was the p95 of 9.9 s.) A final can come before the −45 dBFS point when the VAD
+//!   took a soft tail for silence: such values are small or negative, and counted as they are;
 //! - `compute_ms`: from the endpoint decision to the final (queueing, encoder, decoder);
 //! - `commit_lag_s`: for each word, from its end (the final's word times) to the event that
 //!   committed it: wall-clock seconds in realtime mode, audio seconds of look-ahead otherwise;
@@ -264,7 +268,8 @@ fn analyse(events: &[TimedEvent], speech_ends_s: &[f64], realtime: bool) -> Repo
     // Per utterance: (wall_ms, audio end s) of the event at which each word count was reached.
     let mut commits: BTreeMap<u64, Vec<(usize, f64, f64)>> = BTreeMap::new();
     let mut last_partial: BTreeMap<u64, f64> = BTreeMap::new();
-    let mut next_end = 0usize;
+    // (start s, wall ms) of every final, in order.
+    let mut finals: Vec<(f64, f64)> = Vec::new();
     for e in events {
         match &e.event {
             StreamEvent::Partial {
@@ -284,6 +289,7 @@ fn analyse(events: &[TimedEvent], speech_ends_s: &[f64], realtime: bool) -> Repo
             }
             StreamEvent::Final {
                 utterance,
+                start,
                 end,
                 words,
                 compute_ms,
@@ -291,17 +297,7 @@ fn analyse(events: &[TimedEvent], speech_ends_s: &[f64], realtime: bool) -> Repo
             } => {
                 report.finals += 1;
                 report.compute_ms.push(*compute_ms);
-                // Each reference utterance's latency is that of the first final reaching its
-                // end of speech (finals of pause-split fragments before it do not count).
-                if realtime {
-                    while let Some(&speech_end) = speech_ends_s.get(next_end) {
-                        if *end + 0.25 < speech_end {
-                            break;
-                        }
-                        report.after_speech_ms.push(e.wall_ms - speech_end * 1e3);
-                        next_end += 1;
-                    }
-                }
+                finals.push((*start, e.wall_ms));
                 let list = commits.remove(utterance).unwrap_or_default();
                 for (i, w) in words.iter().flatten().enumerate() {
                     // The first partial whose committed text had more than i words.
@@ -320,6 +316,22 @@ fn analyse(events: &[TimedEvent], speech_ends_s: &[f64], realtime: bool) -> Repo
                 }
             }
             _ => {}
+        }
+    }
+    if realtime {
+        // Each reference utterance's end of speech is held by the last final starting before
+        // it and after the previous one's (finals of pause-split fragments before that one do
+        // not count; an utterance without a final has no value).
+        let mut previous_end = f64::NEG_INFINITY;
+        for &speech_end in speech_ends_s {
+            let holder = finals
+                .iter()
+                .rev()
+                .find(|(start, _)| *start < speech_end && *start > previous_end);
+            if let Some(&(_, wall_ms)) = holder {
+                report.after_speech_ms.push(wall_ms - speech_end * 1e3);
+            }
+            previous_end = speech_end;
         }
     }
     report
