@@ -160,6 +160,16 @@ class Checks:
         print(f"ok:   {name}" + (f": {detail}" if isinstance(detail, str) and detail else ""), flush=True)
         return detail
 
+    def check(self, ok: bool, name: str) -> bool:
+        """A check already evaluated: `ok` decides."""
+        if ok:
+            self.passed += 1
+            print(f"ok:   {name}", flush=True)
+        else:
+            self.failures.append(name)
+            print(f"FAIL: {name}", flush=True)
+        return ok
+
     def finish(self) -> None:
         total = self.passed + len(self.failures)
         if self.failures:

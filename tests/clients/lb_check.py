@@ -31,7 +31,7 @@ import sys
 import time
 import urllib.request
 
-from _common import JFK_WAV, base_parser, missing_phrases, normalise, read_pcm16_mono, ws_url
+from _common import JFK_WAV, Checks, base_parser, missing_phrases, normalise, read_pcm16_mono, ws_url
 
 try:
     import openai
@@ -45,16 +45,6 @@ STREAMS = 4
 UPLOADS = 20
 KILL_AFTER_S = 3.0
 CHUNK_S = 0.1
-
-
-class Checks:
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def check(self, ok: bool, name: str) -> None:
-        print(("ok:   " if ok else "FAIL: ") + name, flush=True)
-        if not ok:
-            self.failures.append(name)
 
 
 def metrics(url: str) -> dict[str, float]:
@@ -155,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.replica) != 2:
         sys.exit("lb_check.py: give --replica twice")
-    checks = Checks()
+    checks = Checks("lb_check.py")
     result = asyncio.run(run(args, checks))
     survivor, victim = args.replica
 
@@ -197,9 +187,7 @@ def main() -> None:
         "survivor_stream_texts": [" ".join(s["finals"]) for s in result["streams"] if s["finals"]],
     }
     print(json.dumps(summary, indent=1))
-    if checks.failures:
-        sys.exit(f"lb_check.py: {len(checks.failures)} check(s) failed")
-    print("lb_check.py: all checks passed")
+    checks.finish()
 
 
 if __name__ == "__main__":

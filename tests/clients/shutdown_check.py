@@ -10,9 +10,9 @@ OpenAI Realtime transcription session (/v1/realtime, server VAD); after 4.5 s (m
 (no `end`, no commit). Checks: /health answers 503 `shutting_down` during the drain (when the
 server is still up to answer); the stream still gets its finals, with the words heard up to
 the signal ("and so", "ask not"), the last one flushed by the shutdown (reason end_of_input),
-then the socket closes with 1001 (going away); the Realtime session's turn in progress is
-committed and transcribed (its `.completed` transcripts hold the same words), then it closes
-with 1001; a new stream is refused meanwhile or the port is closed. Prints the events; exits 1
+then the socket closes with 1001 (going away); the Realtime session heard two turns, the one in progress
+at the signal is committed and transcribed (a `.completed` transcript for it), then the
+session closes with 1001; a new stream is refused meanwhile or the port is closed. Prints the events; exits 1
 on any mismatch.
 """
 
@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 
-from _common import (JFK_WAV, REALTIME_RATE, CheckFailed, base_parser, expect, normalise, preflight, read_24k,
+from _common import (JFK_WAV, REALTIME_RATE, CheckFailed, Checks, base_parser, expect, normalise, preflight, read_24k,
                      read_pcm16_mono, ws_url)
 
 try:
@@ -39,18 +39,6 @@ except ImportError:
 
 CHUNK_S = 0.1
 SIGNAL_AFTER_S = 4.5
-
-
-class Checks:
-    """Named checks: prints ok/FAIL per check; `failures` decides the exit code."""
-
-    def __init__(self) -> None:
-        self.failures: list[str] = []
-
-    def check(self, ok: bool, name: str) -> None:
-        print(("ok:   " if ok else "FAIL: ") + name, flush=True)
-        if not ok:
-            self.failures.append(name)
 
 
 def health(base_url: str) -> tuple[int, str]:
@@ -131,9 +119,16 @@ async def run(args, checks: Checks) -> None:
         if event.get("type") != "conversation.item.input_audio_transcription.delta":
             print("realtime:", json.dumps(event))
     completed = [e for e in rt_events if e.get("type") == "conversation.item.input_audio_transcription.completed"]
-    rt_text = normalise(" ".join(e.get("transcript", "") for e in completed))
-    checks.check("and so" in rt_text and "ask not" in rt_text,
-                 f"the Realtime transcripts hold what was heard up to the signal: {rt_text!r}")
+    started = [e["item_id"] for e in rt_events if e.get("type") == "input_audio_buffer.speech_started"]
+    # Two turns: "And so my fellow Americans" ended before the signal; "ask not…" was in
+    # progress, and the shutdown must commit and transcribe it. (Which words a loaded machine
+    # hears is not the point here: the text only has to be there.)
+    texts = {e.get("item_id"): normalise(e.get("transcript", "")) for e in completed}
+    checks.check(len(started) >= 2, f"the Realtime session heard two turns before the signal: {started}")
+    checks.check(bool(started) and bool(texts.get(started[-1])),
+                 f"the Realtime turn in progress at the signal was committed and transcribed: {texts}")
+    checks.check(bool(started) and "and so" in texts.get(started[0], ""),
+                 f"the first Realtime turn's transcript: {texts}")
     errors = [e for e in rt_events if e.get("type") == "error"]
     checks.check(not errors, f"no Realtime error events: {errors}")
     checks.check(rt_code == 1001, f"Realtime close code 1001 (got {rt_code})")
@@ -144,14 +139,12 @@ def main() -> None:
     parser.add_argument("--pid", type=int, required=True, help="the server's process id")
     args = parser.parse_args()
     preflight(args.base_url, "shutdown_check.py")
-    checks = Checks()
+    checks = Checks("shutdown_check.py")
     try:
         asyncio.run(run(args, checks))
     except CheckFailed as e:
         checks.check(False, str(e))
-    if checks.failures:
-        sys.exit(f"shutdown_check.py: {len(checks.failures)} check(s) failed")
-    print("shutdown_check.py: all checks passed")
+    checks.finish()
 
 
 if __name__ == "__main__":
