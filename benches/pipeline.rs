@@ -1,5 +1,6 @@
 //! Pipeline benchmarks on tiny.en (needs `models/provision`): the log-mel front end on 30 s,
-//! one encoder window, one decoder step (greedy and 5 beams), and whole-clip transcription of
+//! encoder windows of 10 s and 30 s and one decoder step against a 30 s window (greedy and 5
+//! beams), for fp32 and int8, and whole-clip transcription of
 //! audio-samples/jfk.wav. Corpus-level speed and accuracy are measured with
 //! `steno eval <dir> --json` (RTFx, WER, peak RSS).
 
@@ -32,38 +33,47 @@ fn front_end(c: &mut Criterion) {
 
 fn model_steps(c: &mut Criterion) {
     let runtime = Runtime::get(&RuntimeConfig::default()).expect("runtime");
-    let files = ModelFiles::discover(&model_dir(), ModelVariant::Fp32, "models/provision").expect("model");
-    let mut model = WhisperModel::load(&runtime, files).expect("load");
-    let mut mel = LogMel::new(80).unwrap().log10_mel(&jfk());
-    mel.normalize_whisper();
-    let window = mel.window(0, 1000, mel.data()[0]);
-    c.bench_function("encoder_10s", |b| {
-        b.iter(|| model.encoder.encode(&window, 1000).unwrap())
-    });
-
-    let cross = model.encoder.encode(&window, 1000).unwrap();
-    let prompt: Vec<u32> = vec![model.tokens.sot, 843, 523, 616, 5891, 3399];
-    for rows in [1usize, 5] {
-        c.bench_function(&format!("decoder_step_{rows}_rows_at_offset_{}", prompt.len()), |b| {
-            b.iter_custom(|iters| {
-                let mut total = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    let mut cache = model.decoder.new_cache(1).unwrap();
-                    model
-                        .decoder
-                        .forward(&prompt, prompt.len(), &mut cache, &cross, false)
-                        .unwrap();
-                    model.decoder.reorder(&mut cache, &vec![0; rows]).unwrap();
-                    let started = std::time::Instant::now();
-                    model
-                        .decoder
-                        .forward(&vec![1265; rows], 1, &mut cache, &cross, false)
-                        .unwrap();
-                    total += started.elapsed();
-                }
-                total
-            })
-        });
+    for variant in [ModelVariant::Fp32, ModelVariant::Int8] {
+        let files = ModelFiles::discover(&model_dir(), variant, "models/provision").expect("model");
+        let mut model = WhisperModel::load(&runtime, files).expect("load");
+        let mut mel = LogMel::new(80).unwrap().log10_mel(&jfk());
+        mel.normalize_whisper();
+        // A 10 s window (the shortest steno decodes) and a full 30 s one (jfk padded with the
+        // mel floor), where attention over 1,500 positions dominates.
+        let mut cross = None;
+        for (seconds, frames) in [(10, 1000), (30, 3000)] {
+            let window = mel.window(0, frames, mel.data()[0]);
+            c.bench_function(&format!("encoder_{seconds}s_{variant:?}"), |b| {
+                b.iter(|| model.encoder.encode(&window, frames).unwrap())
+            });
+            cross = Some(model.encoder.encode(&window, frames).unwrap());
+        }
+        // Decoder steps against the 30 s window's cross K/V: greedy (1 row) and beam search (5).
+        let cross = cross.expect("30 s window");
+        let prompt: Vec<u32> = vec![model.tokens.sot, 843, 523, 616, 5891, 3399];
+        for rows in [1usize, 5] {
+            let name = format!("decoder_step_30s_{rows}_rows_at_offset_{}_{variant:?}", prompt.len());
+            c.bench_function(&name, |b| {
+                b.iter_custom(|iters| {
+                    let mut total = std::time::Duration::ZERO;
+                    for _ in 0..iters {
+                        let mut cache = model.decoder.new_cache(1).unwrap();
+                        model
+                            .decoder
+                            .forward(&prompt, prompt.len(), &mut cache, &cross, false)
+                            .unwrap();
+                        model.decoder.reorder(&mut cache, &vec![0; rows]).unwrap();
+                        let started = std::time::Instant::now();
+                        model
+                            .decoder
+                            .forward(&vec![1265; rows], 1, &mut cache, &cross, false)
+                            .unwrap();
+                        total += started.elapsed();
+                    }
+                    total
+                })
+            });
+        }
     }
 }
 

@@ -64,7 +64,7 @@ pub struct ModelArgs {
     /// Whisper ONNX export (steno's or sherpa-onnx's layout).
     #[arg(long, default_value = "tiny.en")]
     model: String,
-    /// Weights to load: fp32, or int8 (dynamically quantised MatMul weights).
+    /// Weights to load: fp32, or int8 (int8 weights in blocks of 32, int8 dot products).
     #[arg(long, default_value = "fp32", value_parser = ["fp32", "int8"])]
     model_variant: String,
     /// Execution provider: cpu, cuda (error if unavailable) or auto (CUDA when it loads).
