@@ -281,7 +281,7 @@ impl TokenScorer for WindowScorer<'_> {
         };
         let track = self.attention.as_deref_mut().filter(|_| cache.batch() == 1);
         let want_qk = track.is_some();
-        let (out, qk) = self.decoder.forward(tokens, n, cache, cross, want_qk)?;
+        let qk = self.decoder.forward_rows(tokens, n, cache, cross, want_qk, 1, logits)?;
         if let (Some(track), Some(qk)) = (track, qk) {
             track.frames.extend(crate::decode::attention::most_attended_frames(
                 &qk.data,
@@ -290,7 +290,6 @@ impl TokenScorer for WindowScorer<'_> {
                 track.content_frames,
             ));
         }
-        *logits = out;
         Ok(())
     }
 
@@ -303,9 +302,9 @@ impl TokenScorer for WindowScorer<'_> {
             return Ok(false);
         }
         let want_qk = self.attention.is_some();
-        let (out, qk) = self
+        let qk = self
             .decoder
-            .forward_rows(tokens, tokens.len(), cache, self.cross, want_qk, rows)?;
+            .forward_rows(tokens, tokens.len(), cache, self.cross, want_qk, rows, logits)?;
         if let (Some(track), Some(qk)) = (self.attention.as_deref_mut(), qk) {
             track.frames.extend(crate::decode::attention::most_attended_frames(
                 &qk.data,
@@ -314,7 +313,6 @@ impl TokenScorer for WindowScorer<'_> {
                 track.content_frames,
             ));
         }
-        *logits = out;
         Ok(true)
     }
 

@@ -173,13 +173,60 @@ impl TimestampRules {
 }
 
 /// `log(sum(exp(x)))`, −∞ for an empty or all −∞ slice.
+///
+/// This runs over the whole vocabulary for every hypothesis at every step (51,864 entries, five
+/// rows in a beam step), where libm's scalar `exp` took about a quarter of a millisecond per
+/// row. So the terms use [`exp_nonpositive`], which the compiler vectorises, summed in blocks of
+/// 64 in eight f32 lanes and the blocks in f64: within 1e-6 of the f64 sum of libm `exp`s.
 pub fn log_sum_exp(x: &[f32]) -> f32 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
         return f32::NEG_INFINITY;
     }
-    let sum: f64 = x.iter().map(|&v| f64::from(v - max).exp()).sum();
+    const LANES: usize = 8;
+    let mut sum = 0f64;
+    let mut blocks = x.chunks_exact(64);
+    for block in &mut blocks {
+        let mut lanes = [0f32; LANES];
+        for chunk in block.chunks_exact(LANES) {
+            for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                *lane += exp_nonpositive(v - max);
+            }
+        }
+        sum += lanes.iter().map(|&l| f64::from(l)).sum::<f64>();
+    }
+    sum += blocks
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(exp_nonpositive(v - max)))
+        .sum::<f64>();
     max + sum.ln() as f32
+}
+
+/// `exp(x)` for `x ≤ 0` (a logit minus the row's maximum), relative error below 2e-7 down to
+/// x = −87; below that (and for −∞) it returns about 1e-38 instead of a smaller number or 0,
+/// which no sum over a vocabulary with a 1 in it can notice. Cephes' `expf`: x = n·ln 2 + r
+/// with |r| ≤ ln 2 / 2, a degree-7 polynomial for e^r, 2^n built in the exponent bits. No
+/// branches, so a loop over it vectorises.
+#[inline(always)]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer in f32 arithmetic.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.max(-87.0);
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = ((((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
+        * r
+        + 0.5)
+        * r
+        * r)
+        + r
+        + 1.0;
+    // n is in -126..=0 here, so 2^n is a normal float.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// Log-softmax of a row, in place.
@@ -325,5 +372,46 @@ mod tests {
         assert!((total - 1.0).abs() < 1e-6);
         assert_eq!(x[3], f32::NEG_INFINITY);
         assert_eq!(log_sum_exp(&[f32::NEG_INFINITY; 3]), f32::NEG_INFINITY);
+    }
+
+    /// The vectorised sum against libm's `exp` summed in f64, on rows shaped like real logits
+    /// (a spread of values, banned entries at −∞) and lengths that leave a remainder.
+    #[test]
+    fn log_sum_exp_matches_libm() {
+        let reference = |x: &[f32]| {
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            max as f64 + x.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln()
+        };
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        };
+        for (len, spread, banned) in [
+            (N_VOCAB, 30.0, 0.01),
+            (N_VOCAB, 200.0, 0.5),
+            (1501, 10.0, 0.0),
+            (7, 3.0, 0.0),
+        ] {
+            let row: Vec<f32> = (0..len)
+                .map(|_| {
+                    let v = (next() - 0.8) * spread;
+                    if next() < banned { f32::NEG_INFINITY } else { v }
+                })
+                .collect();
+            let got = f64::from(log_sum_exp(&row));
+            let want = reference(&row);
+            assert!(
+                (got - want).abs() <= 1e-6 * want.abs().max(1.0),
+                "len {len}: {got} vs {want}"
+            );
+        }
+        for x in [0.0f32, -1e-3, -0.5, -1.0, -10.0, -50.0, -86.9] {
+            let (got, want) = (exp_nonpositive(x) as f64, f64::from(x).exp());
+            assert!((got - want).abs() <= 2e-7 * want, "exp({x}): {got} vs {want}");
+        }
+        assert!(exp_nonpositive(f32::NEG_INFINITY) < 1e-37);
     }
 }

@@ -47,6 +47,9 @@ pub struct KvCache {
     batch: usize,
     /// Tokens already fed (the next call's `offset`).
     len: usize,
+    /// Rows saved while [`Decoder::reorder`] permutes in place, kept between steps so a beam
+    /// step allocates nothing.
+    scratch: Vec<f32>,
 }
 
 impl KvCache {
@@ -248,7 +251,12 @@ impl Decoder {
                     .map_err(Error::ort("creating the self-attention cache"))
             })
             .collect::<Result<_>>()?;
-        Ok(KvCache { values, batch, len: 0 })
+        Ok(KvCache {
+            values,
+            batch,
+            len: 0,
+            scratch: Vec::new(),
+        })
     }
 
     /// Feed `tokens` (`batch` rows of `n`, row-major) after what `cache` holds and return the
@@ -262,11 +270,15 @@ impl Decoder {
         cross: &CrossKv,
         want_qk: bool,
     ) -> Result<(Vec<f32>, Option<CrossQk>)> {
-        self.forward_rows(tokens, n, cache, cross, want_qk, 1)
+        let mut logits = Vec::new();
+        let qk = self.forward_rows(tokens, n, cache, cross, want_qk, 1, &mut logits)?;
+        Ok((logits, qk))
     }
 
-    /// [`Decoder::forward`] returning the logits after each of the last `n_logits` fed tokens
-    /// (`batch × n_logits × n_vocab`); `n_logits > 1` needs [`Decoder::verifies_drafts`].
+    /// [`Decoder::forward`] writing the logits after each of the last `n_logits` fed tokens
+    /// (`batch × n_logits × n_vocab`) into `logits`, whose allocation is reused from step to
+    /// step; `n_logits > 1` needs [`Decoder::verifies_drafts`].
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_rows(
         &mut self,
         tokens: &[u32],
@@ -275,7 +287,8 @@ impl Decoder {
         cross: &CrossKv,
         want_qk: bool,
         n_logits: usize,
-    ) -> Result<(Vec<f32>, Option<CrossQk>)> {
+        logits: &mut Vec<f32>,
+    ) -> Result<Option<CrossQk>> {
         if n_logits == 0 || n_logits > n || (n_logits > 1 && !self.has_n_logits) {
             return Err(Error::config(
                 "tokens",
@@ -314,16 +327,16 @@ impl Decoder {
             ));
         }
         if n > 1 && cache.len > 0 && self.layout == Layout::Sherpa {
-            let mut last = Vec::new();
             for i in 0..n {
                 let column: Vec<u32> = (0..batch).map(|b| tokens[b * n + i]).collect();
-                last = self.run(&column, 1, cache, cross, false, 1)?.0;
+                self.run(&column, 1, cache, cross, false, 1, logits)?;
             }
-            return Ok((last, None));
+            return Ok(None);
         }
-        self.run(tokens, n, cache, cross, want_qk, n_logits)
+        self.run(tokens, n, cache, cross, want_qk, n_logits, logits)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         tokens: &[u32],
@@ -332,7 +345,8 @@ impl Decoder {
         cross: &CrossKv,
         want_qk: bool,
         n_logits: usize,
-    ) -> Result<(Vec<f32>, Option<CrossQk>)> {
+        rows: &mut Vec<f32>,
+    ) -> Result<Option<CrossQk>> {
         let batch = cache.batch;
         let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
         let offset = [cache.len as i64];
@@ -374,7 +388,7 @@ impl Decoder {
             tensor: name.into(),
             problem: "not produced".into(),
         };
-        let logits = {
+        {
             let value = out.get("logits").ok_or_else(|| missing("logits"))?;
             let (shape, data) = value
                 .try_extract_tensor::<f32>()
@@ -391,13 +405,12 @@ impl Decoder {
                     problem: format!("shape {:?} for {batch} rows of {n} tokens", &shape[..]),
                 });
             }
-            let mut rows = Vec::with_capacity(batch * n_logits * self.n_vocab);
+            rows.clear();
             for b in 0..batch {
                 let start = (b * positions + positions - n_logits) * self.n_vocab;
                 rows.extend_from_slice(&data[start..start + n_logits * self.n_vocab]);
             }
-            rows
-        };
+        }
         let qk = if want_qk {
             let value = out.get("cross_qk").ok_or_else(|| missing("cross_qk"))?;
             let (shape, data) = value
@@ -416,7 +429,7 @@ impl Decoder {
             *slot = out.remove(name.as_str()).ok_or_else(|| missing(name))?;
         }
         cache.len += n;
-        Ok((logits, qk))
+        Ok(qk)
     }
 
     /// Reorder the cache's rows: new row `i` is old row `source[i]` (beam search); `source`
@@ -429,12 +442,67 @@ impl Decoder {
             ));
         }
         let axis = self.row_axis();
+        if source.len() == cache.batch {
+            // The usual beam step: same row count, most rows staying put. Permuting in place
+            // copies only the rows that move and allocates nothing; a fresh tensor per step
+            // (as below) cost as much time as the decoder call itself on long prompts.
+            for value in cache.values.iter_mut() {
+                permute_rows(value, axis, source, &mut cache.scratch)?;
+            }
+            return Ok(());
+        }
         for value in cache.values.iter_mut() {
             *value = gather_rows(value, axis, source)?;
         }
         cache.batch = source.len();
         Ok(())
     }
+}
+
+/// In place: rows along `axis` become `value`'s rows `source[0]`, `source[1]`, … (`source` has
+/// one entry per row and may repeat rows). The rows some other row reads are saved in
+/// `scratch` first, so nothing is overwritten before it is read.
+fn permute_rows(value: &mut DynValue, axis: usize, source: &[usize], scratch: &mut Vec<f32>) -> Result<()> {
+    let mut read: Vec<usize> = source
+        .iter()
+        .enumerate()
+        .filter(|&(i, &s)| i != s)
+        .map(|(_, &s)| s)
+        .collect();
+    if read.is_empty() {
+        return Ok(());
+    }
+    read.sort_unstable();
+    read.dedup();
+    let (shape, data) = value
+        .try_extract_tensor_mut::<f32>()
+        .map_err(Error::ort("reading the cache"))?;
+    let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let outer: usize = dims[..axis].iter().product();
+    let rows = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    if rows != source.len() {
+        return Err(Error::config(
+            "beam",
+            format!("{} row indices for a cache of {rows} rows", source.len()),
+        ));
+    }
+    scratch.clear();
+    for o in 0..outer {
+        for &s in &read {
+            let start = (o * rows + s) * inner;
+            scratch.extend_from_slice(&data[start..start + inner]);
+        }
+    }
+    for o in 0..outer {
+        for (i, &s) in source.iter().enumerate().filter(|&(i, &s)| i != s) {
+            let k = read.binary_search(&s).unwrap_or_default();
+            let from = (o * read.len() + k) * inner;
+            let to = (o * rows + i) * inner;
+            data[to..to + inner].copy_from_slice(&scratch[from..from + inner]);
+        }
+    }
+    Ok(())
 }
 
 /// A new tensor whose rows along `axis` are `value`'s rows `source[0]`, `source[1]`, ….
