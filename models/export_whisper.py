@@ -13,12 +13,15 @@ steno (default): built for speed on CPU.
   encoder  mel [N, n_mels, T] (T dynamic, <= 3000: no padding of short audio to 30 s)
            -> cross_k_i, cross_v_i [N, H, T/2, dh] for each decoder layer i (head-major)
   decoder  tokens [N, n] i64, offset [1] i64, n_logits [1] i64 (1 <= n_logits <= n),
-           past_k_i / past_v_i [N, H, C, dh] (C >= offset; only [:offset] is read),
+           past_k_i / past_v_i [N, H, offset, dh] (exactly the positions fed so far; [N, H, 0, dh]
+           before the first call),
            cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
            -> logits [N, n_logits, n_vocab] (the last n_logits positions), present_k_i / present_v_i
               [N, H, offset + n, dh], cross_qk [N, n, n_alignment_heads, T/2] (pre-softmax
               cross-attention scores of the alignment heads, for word timestamps)
-  Why: a per-layer input needs no slice copy per decoding step, head-major keys need no
+  Why: a per-layer cache of exactly offset positions goes into the Concat as it is (reading
+  [:offset] of a longer one was a Slice that copied the whole cache every step, 5-8 % of a
+  step; a rejected draft is cut on the caller's side instead), head-major keys need no
   transpose per step, cross K/V broadcast over beams instead of being copied per beam, and only
   the last n_logits positions' logits are computed (the tied projection is the largest matmul;
   n_logits > 1 verifies a draft of tokens in one call). A multi-token call at offset > 0 is
@@ -491,8 +494,8 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
                 cache_out[kind].append(g.op("Concat", [seq, rest], axis=2))  # [1, N, 448, D]
                 full[kind] = to_heads(g, g.op("Squeeze", [seq, zero]), n_head, dh)
             else:
-                past = g.op("Slice", [f"past_{kind}_{i}", zero, "offset", g.ints([2])])  # [N, H, offset, dh]
-                g.op("Concat", [past, to_heads(g, new, n_head, dh)], axis=2, outputs=[f"present_{kind}_{i}"])
+                g.op("Concat", [f"past_{kind}_{i}", to_heads(g, new, n_head, dh)], axis=2,
+                     outputs=[f"present_{kind}_{i}"])  # [N, H, offset + n, dh]
                 full[kind] = f"present_{kind}_{i}"
         a, _ = attend(g, to_heads(g, q, n_head, dh), full["k"], full["v"], mask)
         a = g.linear(from_heads(g, a, d), V[p + "self_attention/linear_1/weight"], V[p + "self_attention/linear_1/bias"],

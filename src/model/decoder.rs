@@ -9,7 +9,7 @@
 //! | in `tokens` | i64 | `[N, n]` |
 //! | in `offset` | i64 | `[1]`: tokens already in the cache |
 //! | in `n_logits` | i64 | `[1]`: logits wanted for the last `n_logits` fed positions (optional: older exports lack it and give 1) |
-//! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, C, dh]`, `C ≥ offset` (only `[:offset]` is read) |
+//! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, offset, dh]`: `[N, H, 0, dh]` before the first call (exports before December 2026 read `[:offset]` of a longer one; exact lengths suit both) |
 //! | in `cross_k_{i}`, `cross_v_{i}` | f32 | `[1 or N, H, T/2, dh]`: one row is shared by all `N` |
 //! | out `logits` | f32 | `[N, n_logits, n_vocab]`: after each of the last `n_logits` tokens |
 //! | out `present_k_{i}`, `present_v_{i}` | f32 | `[N, H, offset + n, dh]` |
@@ -208,14 +208,21 @@ impl Decoder {
         self.has_n_logits
     }
 
-    /// Forget all but the first `len` positions of `cache` (a rejected draft): the graphs read
-    /// only `[:offset]` of the cache, so this is bookkeeping, not a copy.
+    /// Forget all but the first `len` positions of `cache` (a rejected draft). steno's graphs
+    /// take a cache of exactly the positions fed, so its tensors are cut to `len` (a copy, once
+    /// per rejected draft); sherpa-onnx's read `[:offset]` of a fixed buffer, so there it is
+    /// bookkeeping.
     pub fn rewind(&self, cache: &mut KvCache, len: usize) -> Result<()> {
         if len > cache.len {
             return Err(Error::config(
                 "tokens",
                 format!("cannot rewind {} positions to {len}", cache.len),
             ));
+        }
+        if self.layout == Layout::Steno && len < cache.len {
+            for value in cache.values.iter_mut() {
+                *value = first_positions(value, len)?;
+            }
         }
         cache.len = len;
         Ok(())
@@ -236,10 +243,9 @@ impl Decoder {
 
     /// An empty cache for `batch` hypotheses.
     pub fn new_cache(&self, batch: usize) -> Result<KvCache> {
-        // A steno graph reads `past[:, :, :offset]`, so one unused position stands in for
-        // "empty" (zero-sized tensors are avoided on purpose).
+        // A steno graph takes exactly the positions fed so far: none yet.
         let shape = match self.layout {
-            Layout::Steno => [batch, self.n_head, 1, self.d / self.n_head],
+            Layout::Steno => [batch, self.n_head, 0, self.d / self.n_head],
             Layout::Sherpa => [self.n_layer, batch, self.fixed_cache.unwrap_or(1), self.d],
         };
         let values = self
@@ -457,6 +463,24 @@ impl Decoder {
         cache.batch = source.len();
         Ok(())
     }
+}
+
+/// A new tensor of `value`'s first `len` positions (axis 2 of `[N, H, positions, dh]`).
+fn first_positions(value: &DynValue, len: usize) -> Result<DynValue> {
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(Error::ort("reading the cache"))?;
+    let mut dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let (outer, positions, inner) = (dims[0] * dims[1], dims[2], dims[3]);
+    let mut out = Vec::with_capacity(outer * len * inner);
+    for o in 0..outer {
+        let start = o * positions * inner;
+        out.extend_from_slice(&data[start..start + len * inner]);
+    }
+    dims[2] = len;
+    Tensor::from_array((dims, out))
+        .map(|t| t.into_dyn())
+        .map_err(Error::ort("cutting the cache"))
 }
 
 /// In place: rows along `axis` become `value`'s rows `source[0]`, `source[1]`, … (`source` has

@@ -375,3 +375,74 @@ fn a_panic_inside_a_job_is_that_jobs_error_and_the_worker_goes_on() {
         .text();
     assert_eq!(normalizer().normalize(&text), "experience proves this");
 }
+
+/// A rejected draft is cut from the cache (steno's graphs take exactly the positions fed) and
+/// decoding goes on as if the draft had never been fed; a beam reorder in place moves whole
+/// rows. Both against plain decoding of the same tokens on the real decoder.
+#[test]
+fn rewound_and_reordered_caches_decode_like_fresh_ones() {
+    use steno::features::LogMel;
+    use steno::model::{ModelFiles, WhisperModel};
+    let runtime = steno::runtime::Runtime::get(&RuntimeConfig::default()).expect("runtime");
+    let files = ModelFiles::discover(&model_dir("tiny.en"), ModelVariant::Fp32, "models/provision").expect("model");
+    let mut model = WhisperModel::load(&runtime, files).expect("load");
+    let mut mel = LogMel::new(80).unwrap().log10_mel(&read(&sample("jfk.wav")));
+    mel.normalize_whisper();
+    let window = mel.window(0, 1000, mel.data()[0]);
+    let cross = model.encoder.encode(&window, 1000).expect("encodes");
+    let sot = model.tokens.sot;
+    let fresh = |model: &mut WhisperModel, tokens: &[u32]| {
+        let mut cache = model.decoder.new_cache(1).unwrap();
+        model
+            .decoder
+            .forward(tokens, tokens.len(), &mut cache, &cross, false)
+            .unwrap()
+            .0
+    };
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{what}: logits differ by {worst}");
+    };
+    // " And so my" then a rejected draft " fellow citizens", then " country" instead.
+    let prefix = [sot, model.tokens.no_timestamps, 843, 523, 616];
+    let mut cache = model.decoder.new_cache(1).unwrap();
+    let mut fed = prefix.to_vec();
+    fed.extend([7306, 4290]);
+    model
+        .decoder
+        .forward(&fed, fed.len(), &mut cache, &cross, false)
+        .unwrap();
+    model.decoder.rewind(&mut cache, prefix.len()).unwrap();
+    assert_eq!(cache.len(), prefix.len());
+    let (after_rewind, _) = model.decoder.forward(&[1499], 1, &mut cache, &cross, false).unwrap();
+    let mut plain = prefix.to_vec();
+    plain.push(1499);
+    close(&after_rewind, &fresh(&mut model, &plain), "after a rewind");
+
+    // Three rows fed different tokens, then permuted in place (row 0 <- 2, 1 stays, 2 <- 0)
+    // and one more token each: row i must match plain decoding of its own history.
+    let mut cache = model.decoder.new_cache(1).unwrap();
+    model
+        .decoder
+        .forward(&prefix, prefix.len(), &mut cache, &cross, false)
+        .unwrap();
+    model.decoder.reorder(&mut cache, &[0, 0, 0]).unwrap();
+    let firsts = [7306u32, 1499, 4290];
+    model.decoder.forward(&firsts, 1, &mut cache, &cross, false).unwrap();
+    model.decoder.reorder(&mut cache, &[2, 1, 0]).unwrap();
+    let (logits, _) = model
+        .decoder
+        .forward(&[13, 13, 13], 1, &mut cache, &cross, false)
+        .unwrap();
+    let v = model.decoder.n_vocab();
+    for (row, first) in [firsts[2], firsts[1], firsts[0]].into_iter().enumerate() {
+        let mut history = prefix.to_vec();
+        history.extend([first, 13]);
+        close(
+            &logits[row * v..(row + 1) * v],
+            &fresh(&mut model, &history),
+            &format!("row {row} after reorder"),
+        );
+    }
+}
