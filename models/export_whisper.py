@@ -33,20 +33,22 @@ sherpa: sherpa-onnx's contract (scripts/whisper/export-onnx.py), for compatibili
            n_layer_cross_k, n_layer_cross_v, offset [1]
            -> logits [N, n, n_vocab], out_n_layer_self_k_cache / out_n_layer_self_v_cache [L, N, 448, D]
 
-int8 (weights only; convolutions, layer norms, attention and positions stay fp32):
-  decoder  every linear layer's weight in blocks of 32 input channels (symmetric, one fp32 scale
-           per block), run by ONNX Runtime's MatMulNBits (bits=8, accuracy_level=4: activations
-           are quantised per block too, int8 dot products). The token embedding is the logits
-           projection's int8 weight, dequantised row by row after the Gather: one int8 copy.
-  encoder  per-output-channel int8 weights with activations quantised per tensor at run time
-           (DynamicQuantizeMatMul; `--int8-encoder blocks` for MatMulNBits there too).
-  Why (tiny.en, LibriSpeech greedy WER; fp32 12.28 %): the dynamic per-tensor scheme of
-  onnxruntime.quantization.quantize_dynamic that this replaced gave 12.72 %, and 13.11 % once its
-  embedding was tied to the int8 logits weight; blocks in the decoder bring it back (12.08 %).
-  Blocks in the encoder too gave 11.63 %, but MatMulNBits has no fast AVX2 path for the
-  encoder's 500-1500-row products (a 30 s window: 940 ms against 607 ms, 2 threads), while in the
-  decoder's 1-5-row steps it costs about 10 % over the dynamic scheme. The README's int8 section
-  has the table.
+int8 (weights only; convolutions, layer norms, attention and positions stay fp32): every linear
+  layer's weight in blocks of 32 input channels (symmetric, one fp32 scale per block), run by
+  ONNX Runtime's MatMulNBits (bits=8, accuracy_level=4: activations are quantised per block
+  too, int8 dot products). The token embedding is the logits projection's int8 weight,
+  dequantised row by row after the Gather: one int8 copy. `--int8-encoder dynamic` puts the
+  encoder on DynamicQuantizeMatMul instead (per-output-channel int8 weights, activations
+  quantised per tensor at run time).
+  Why (tiny.en, 2 threads, WER % by benches/compare; fp32 in brackets): the dynamic per-tensor
+  scheme of onnxruntime.quantization.quantize_dynamic that this replaced gave 12.72 on
+  LibriSpeech greedy [12.28], 13.11 once its embedding was tied to the int8 logits weight.
+  Blocks in the decoder with the dynamic encoder: LibriSpeech 12.47 greedy / 10.67 beam 5
+  [12.28 / 10.22], hifitts 9.27 / 8.19 [8.73 / 8.51], long-form 11.53 / 11.08 [11.38 / 9.86].
+  Blocks everywhere: 11.63 / 11.05, 8.62 / 7.11, 11.53 / 10.02: five of the six within +0.3 of
+  fp32 against three, at about the same speed on an AVX-512 VNNI CPU (LibriSpeech greedy RTFx
+  65 against 63). On a CPU without VNNI the blocks encoder was slower (a 30 s window 940 ms
+  against 607 ms): there `--int8-encoder dynamic` is the faster choice.
 
 The fp32 decoder's logits projection reads the Gather's table transposed (FusedMatMul transB), so
 the embedding is stored once. The encoder's self-attention is ONNX Runtime's MultiHeadAttention,
@@ -598,7 +600,7 @@ def main():
     ap.add_argument("--out", type=Path, required=True, help="output folder, e.g. models/whisper-tiny.en")
     ap.add_argument("--name", required=True, help="model name used in file names, e.g. tiny.en")
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
-    ap.add_argument("--int8-encoder", choices=["blocks", "dynamic"], default="dynamic",
+    ap.add_argument("--int8-encoder", choices=["blocks", "dynamic"], default="blocks",
                     help="int8 scheme of the encoder's linear layers (the decoder's is always blocks)")
     ap.add_argument("--layout", choices=["steno", "sherpa"], default="steno",
                     help="tensor contract: steno's (default) or sherpa-onnx's (see the module doc)")
