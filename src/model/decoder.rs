@@ -220,8 +220,10 @@ impl Decoder {
             ));
         }
         if self.layout == Layout::Steno && len < cache.len {
+            // Positions are axis 2 of `[N, H, positions, dh]`.
+            let kept: Vec<usize> = (0..len).collect();
             for value in cache.values.iter_mut() {
-                *value = first_positions(value, len)?;
+                *value = gather_rows(value, 2, &kept)?;
             }
         }
         cache.len = len;
@@ -463,24 +465,6 @@ impl Decoder {
         cache.batch = source.len();
         Ok(())
     }
-}
-
-/// A new tensor of `value`'s first `len` positions (axis 2 of `[N, H, positions, dh]`).
-fn first_positions(value: &DynValue, len: usize) -> Result<DynValue> {
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(Error::ort("reading the cache"))?;
-    let mut dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let (outer, positions, inner) = (dims[0] * dims[1], dims[2], dims[3]);
-    let mut out = Vec::with_capacity(outer * len * inner);
-    for o in 0..outer {
-        let start = o * positions * inner;
-        out.extend_from_slice(&data[start..start + len * inner]);
-    }
-    dims[2] = len;
-    Tensor::from_array((dims, out))
-        .map(|t| t.into_dyn())
-        .map_err(Error::ort("cutting the cache"))
 }
 
 /// In place: rows along `axis` become `value`'s rows `source[0]`, `source[1]`, … (`source` has
