@@ -486,9 +486,7 @@ fn permute_rows(value: &mut DynValue, axis: usize, source: &[usize], scratch: &m
         .try_extract_tensor_mut::<f32>()
         .map_err(Error::ort("reading the cache"))?;
     let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let outer: usize = dims[..axis].iter().product();
-    let rows = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
+    let (outer, rows, inner) = around_axis(&dims, axis);
     if rows != source.len() {
         return Err(Error::config(
             "beam",
@@ -496,12 +494,7 @@ fn permute_rows(value: &mut DynValue, axis: usize, source: &[usize], scratch: &m
         ));
     }
     scratch.clear();
-    for o in 0..outer {
-        for &s in &read {
-            let start = (o * rows + s) * inner;
-            scratch.extend_from_slice(&data[start..start + inner]);
-        }
-    }
+    append_rows(data, &dims, axis, &read, scratch);
     for o in 0..outer {
         for (i, &s) in source.iter().enumerate().filter(|&(i, &s)| i != s) {
             let k = read.binary_search(&s).unwrap_or_default();
@@ -519,19 +512,32 @@ fn gather_rows(value: &DynValue, axis: usize, source: &[usize]) -> Result<DynVal
         .try_extract_tensor::<f32>()
         .map_err(Error::ort("reading the cache"))?;
     let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-    let outer: usize = dims[..axis].iter().product();
-    let rows = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
+    let (outer, _, inner) = around_axis(&dims, axis);
     let mut out = Vec::with_capacity(outer * source.len() * inner);
-    for o in 0..outer {
-        for &s in source {
-            let start = (o * rows + s) * inner;
-            out.extend_from_slice(&data[start..start + inner]);
-        }
-    }
+    append_rows(data, &dims, axis, source, &mut out);
     let mut new_dims = dims;
     new_dims[axis] = source.len();
     Tensor::from_array((new_dims, out))
         .map(|t| t.into_dyn())
         .map_err(Error::ort("reordering the cache"))
+}
+
+/// (elements before `axis`, rows along it, elements of one row) of a row-major tensor.
+fn around_axis(dims: &[usize], axis: usize) -> (usize, usize, usize) {
+    (
+        dims[..axis].iter().product(),
+        dims[axis],
+        dims[axis + 1..].iter().product(),
+    )
+}
+
+/// Append rows `picks` along `axis` of `data` (shape `dims`) to `out`, for every outer index.
+fn append_rows(data: &[f32], dims: &[usize], axis: usize, picks: &[usize], out: &mut Vec<f32>) {
+    let (outer, rows, inner) = around_axis(dims, axis);
+    for o in 0..outer {
+        for &s in picks {
+            let start = (o * rows + s) * inner;
+            out.extend_from_slice(&data[start..start + inner]);
+        }
+    }
 }
