@@ -20,8 +20,8 @@ steno (default): built for speed on CPU.
               [N, H, offset + n, dh], cross_qk [N, n, n_alignment_heads, T/2] (pre-softmax
               cross-attention scores of the alignment heads, for word timestamps)
   Why: a per-layer cache of exactly offset positions goes into the Concat as it is (reading
-  [:offset] of a longer one was a Slice that copied the whole cache every step, 5-8 % of a
-  step; a rejected draft is cut on the caller's side instead), head-major keys need no
+  [:offset] of a longer one was a Slice that copied the whole cache every step, 7-10 % of a
+  5-row step; a rejected draft is cut on the caller's side instead), head-major keys need no
   transpose per step, cross K/V broadcast over beams instead of being copied per beam, and only
   the last n_logits positions' logits are computed (the tied projection is the largest matmul;
   n_logits > 1 verifies a draft of tokens in one call). A multi-token call at offset > 0 is
@@ -42,7 +42,8 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   quantised per tensor at run time).
   Why (tiny.en, 2 threads, WER % by benches/compare; fp32 in brackets): the dynamic per-tensor
   scheme of onnxruntime.quantization.quantize_dynamic that this replaced gave 12.72 on
-  LibriSpeech greedy [12.28], 13.11 once its embedding was tied to the int8 logits weight.
+  LibriSpeech greedy [12.28], 13.11 once its embedding was tied to the int8 logits weight
+  (those two with `steno eval` on an AVX2-only machine).
   Blocks in the decoder with the dynamic encoder: LibriSpeech 12.47 greedy / 10.67 beam 5
   [12.28 / 10.22], hifitts 9.27 / 8.19 [8.73 / 8.51], long-form 11.53 / 11.08 [11.38 / 9.86].
   Blocks everywhere: 11.63 / 11.05, 8.62 / 7.11, 11.53 / 10.02: five of the six within +0.3 of

@@ -452,10 +452,21 @@ impl Decoder {
         let axis = self.row_axis();
         if source.len() == cache.batch {
             // The usual beam step: same row count, most rows staying put. Permuting in place
-            // copies only the rows that move and allocates nothing; a fresh tensor per step
-            // (as below) cost as much time as the decoder call itself on long prompts.
-            for value in cache.values.iter_mut() {
-                permute_rows(value, axis, source, &mut cache.scratch)?;
+            // copies only the rows that move, through a scratch buffer kept in the cache; a
+            // fresh tensor per step (as below) cost as much time as the decoder call itself on
+            // long prompts. `read`: the rows some other row copies, saved before any is written.
+            let mut read: Vec<usize> = source
+                .iter()
+                .enumerate()
+                .filter(|&(i, &s)| i != s)
+                .map(|(_, &s)| s)
+                .collect();
+            read.sort_unstable();
+            read.dedup();
+            if !read.is_empty() {
+                for value in cache.values.iter_mut() {
+                    permute_rows(value, axis, source, &read, &mut cache.scratch)?;
+                }
             }
             return Ok(());
         }
@@ -468,20 +479,16 @@ impl Decoder {
 }
 
 /// In place: rows along `axis` become `value`'s rows `source[0]`, `source[1]`, … (`source` has
-/// one entry per row and may repeat rows). The rows some other row reads are saved in
-/// `scratch` first, so nothing is overwritten before it is read.
-fn permute_rows(value: &mut DynValue, axis: usize, source: &[usize], scratch: &mut Vec<f32>) -> Result<()> {
-    let mut read: Vec<usize> = source
-        .iter()
-        .enumerate()
-        .filter(|&(i, &s)| i != s)
-        .map(|(_, &s)| s)
-        .collect();
-    if read.is_empty() {
-        return Ok(());
-    }
-    read.sort_unstable();
-    read.dedup();
+/// one entry per row and may repeat rows). `read` (sorted, distinct) lists the rows that some
+/// other row takes; they are saved in `scratch` first, so nothing is overwritten before it is
+/// read.
+fn permute_rows(
+    value: &mut DynValue,
+    axis: usize,
+    source: &[usize],
+    read: &[usize],
+    scratch: &mut Vec<f32>,
+) -> Result<()> {
     let (shape, data) = value
         .try_extract_tensor_mut::<f32>()
         .map_err(Error::ort("reading the cache"))?;
@@ -494,7 +501,7 @@ fn permute_rows(value: &mut DynValue, axis: usize, source: &[usize], scratch: &m
         ));
     }
     scratch.clear();
-    append_rows(data, &dims, axis, &read, scratch);
+    append_rows(data, &dims, axis, read, scratch);
     for o in 0..outer {
         for (i, &s) in source.iter().enumerate().filter(|&(i, &s)| i != s) {
             let k = read.binary_search(&s).unwrap_or_default();
@@ -519,7 +526,7 @@ fn gather_rows(value: &DynValue, axis: usize, source: &[usize]) -> Result<DynVal
     new_dims[axis] = source.len();
     Tensor::from_array((new_dims, out))
         .map(|t| t.into_dyn())
-        .map_err(Error::ort("reordering the cache"))
+        .map_err(Error::ort("copying the cache"))
 }
 
 /// (elements before `axis`, rows along it, elements of one row) of a row-major tensor.
