@@ -1,5 +1,5 @@
 //! Pipeline benchmarks on tiny.en (needs `models/provision`): the log-mel front end on 30 s,
-//! encoder windows of 10 s and 30 s and one decoder step against a 30 s window (greedy and 5
+//! encoder windows of 10 s and 30 s, two 15 s windows in one call and in two, and one decoder step against a 30 s window (greedy and 5
 //! beams), for fp32 and int8, and whole-clip transcription of
 //! audio-samples/jfk.wav. Corpus-level speed and accuracy are measured with
 //! `steno eval <dir> --json` (RTFx, WER, peak RSS).
@@ -48,6 +48,18 @@ fn model_steps(c: &mut Criterion) {
             });
             cross = Some(model.encoder.encode(&window, frames).unwrap());
         }
+        // Two streams' 15 s windows: one call with 2 rows against two calls (does batching
+        // encoder windows across streams raise throughput?).
+        let window = mel.window(0, 1500, mel.data()[0]);
+        c.bench_function(&format!("encoder_15s_two_windows_one_call_{variant:?}"), |b| {
+            b.iter(|| model.encoder.encode_batch(&[&window, &window], 1500).unwrap())
+        });
+        c.bench_function(&format!("encoder_15s_two_windows_two_calls_{variant:?}"), |b| {
+            b.iter(|| {
+                model.encoder.encode(&window, 1500).unwrap();
+                model.encoder.encode(&window, 1500).unwrap()
+            })
+        });
         // Decoder steps against the 30 s window's cross K/V: greedy (1 row) and beam search (5).
         let cross = cross.expect("30 s window");
         let prompt: Vec<u32> = vec![model.tokens.sot, 843, 523, 616, 5891, 3399];

@@ -48,7 +48,8 @@ pub struct BenchArgs {
     /// Also transcribe the joined audio in batch (greedy) for the WER comparison.
     #[arg(long)]
     batch: bool,
-    /// Include every final (time and text) in the JSON.
+    /// Include every final (time and text), each utterance's start and end of speech and, with
+    /// `--batch`, the batch segments in the JSON.
     #[arg(long)]
     texts: bool,
     #[command(flatten)]
@@ -125,6 +126,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let gap = vec![0f32; (args.gap_s * 16_000.0) as usize];
     let mut audio: Vec<f32> = Vec::new();
     let mut speech_ends_s: Vec<f64> = Vec::new();
+    let mut starts_s: Vec<f64> = Vec::new();
     let mut reference = String::new();
     let clips: Vec<Vec<f32>> = refs
         .iter()
@@ -132,6 +134,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         .collect::<Result<_, _>>()?;
     for _ in 0..args.repeat {
         for (r, clip) in refs.iter().zip(&clips) {
+            starts_s.push(audio.len() as f64 / 16_000.0);
             speech_ends_s.push((audio.len() + speech_end(clip)) as f64 / 16_000.0);
             audio.extend_from_slice(clip);
             audio.extend_from_slice(&gap);
@@ -197,11 +200,19 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             &normalizer.normalize(&reference),
             &normalizer.normalize(&transcript.text()),
         );
-        Some(serde_json::json!({
+        let mut batch = serde_json::json!({
             "wer": e.rate(),
             "rtfx": audio_s / started.elapsed().as_secs_f64(),
             "note": "batch greedy (beam 1, best-of 5 fallback) on the same joined audio",
-        }))
+        });
+        if args.texts {
+            batch["texts"] = transcript
+                .segments
+                .iter()
+                .map(|s| serde_json::json!([s.start, s.end, s.text]))
+                .collect();
+        }
+        Some(batch)
     } else {
         None
     };
@@ -242,6 +253,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                 _ => None,
             })
             .collect();
+        out["reference_utterance_starts_s"] = serde_json::json!(starts_s);
         out["reference_utterance_ends_s"] = serde_json::json!(speech_ends_s);
     }
     println!("{}", serde_json::to_string_pretty(&out)?);

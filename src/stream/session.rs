@@ -120,6 +120,8 @@ pub struct StreamStats {
     pub mean_decode_ms: f64,
     pub partial_jobs: u64,
     pub final_jobs: u64,
+    /// Finals that reused their last partial's encoder window (no encoder run, no search).
+    pub reused_finals: u64,
     /// Samples dropped because the coordinator fell behind (live pacing only).
     pub dropped_samples: u64,
 }
@@ -1003,6 +1005,10 @@ impl Coordinator {
     ) {
         let end = start + content as u64;
         let alone = self.utterance.as_ref().is_some_and(|u| u.alone);
+        let is_final = matches!(kind, JobKind::Final { .. });
+        // The VAD hears silence now: if the speech is over, the final can reuse this window, so
+        // the worker keeps it.
+        let keep_window = !is_final && self.segmenter.silence_run() > 0;
         let (window_start, context) = if self.config.context_s > 0.0 && !alone {
             self.context_for(start, end)
         } else {
@@ -1018,7 +1024,6 @@ impl Coordinator {
             MelFrames::Dynamic { max } => ((content + pad).max(min).div_ceil(2) * 2).min(max),
         };
         let mel = self.mel.window(window_start, content, frames);
-        let is_final = matches!(kind, JobKind::Final { .. });
         // A final cut at the maximum length where the committed words end: they are the whole
         // text, nothing is decoded past them.
         let forced_only = matches!(
@@ -1088,6 +1093,7 @@ impl Coordinator {
             decode: !forced_only,
             start_frame: window_start,
             reuse,
+            keep_window,
         };
         match kind {
             JobKind::Partial { .. } => self.stats.partial_jobs += 1,
@@ -1167,10 +1173,12 @@ impl Coordinator {
     /// Whether a window led by earlier finals stopped where they did, with nothing for this
     /// utterance (Whisper reads the context's closing sentence as the end of the text; found
     /// on a 1.5 s pause when no partial had committed anything yet). Marks the utterance to be
-    /// decoded without context from now on.
+    /// decoded without context from now on. A final that reused such a window counts too: a
+    /// short utterance (LibriSpeech's "Replied he," then a pause) has no partial long enough
+    /// to count, and its final used to come out empty, the words lost.
     fn context_swallowed(&mut self, job: &InFlight, outcome: &WindowOutcome) -> bool {
         let Some(u) = self.utterance.as_mut() else { return false };
-        if job.context_len == 0 || !outcome.tokens.is_empty() || outcome.reused || u.alone {
+        if job.context_len == 0 || !outcome.tokens.is_empty() || u.alone {
             return false;
         }
         // A partial with little of the utterance yet often has nothing to say: the next hop
@@ -1296,6 +1304,7 @@ impl Coordinator {
         let (tokens, words, quality) = match outcome {
             Some(o) if o.tokens.starts_with(&u.committed) => {
                 let q = if o.reused {
+                    self.stats.reused_finals += 1;
                     u.last_scores.1
                 } else {
                     (o.avg_logprob, o.no_speech_prob, o.compression_ratio)

@@ -70,6 +70,11 @@ pub struct WindowJob {
     /// of the same window, prompt and prefix gives the same tokens): no encoder run and no
     /// search, only the word alignment. Otherwise the job runs as an ordinary window.
     pub reuse: Option<Reuse>,
+    /// A partial whose window may serve its utterance's final: the VAD hears silence at its
+    /// end, so the speech may be over. The worker keeps its encoder output ([`WindowCache`]);
+    /// any other window drops the stream's entry (a later final cannot reuse an earlier
+    /// window, and a window heard mid-speech is stale by the next hop).
+    pub keep_window: bool,
 }
 
 /// See [`WindowJob::reuse`].
@@ -184,6 +189,7 @@ pub(crate) fn presize(handle: &EngineHandle, options: Arc<TranscribeOptions>) ->
         decode: true,
         start_frame: 0,
         reuse: None,
+        keep_window: false,
     };
     let (rx, _ticket) = handle.submit_window(job)?;
     rx.recv()
@@ -209,11 +215,15 @@ pub(crate) fn run_window(model: &mut WhisperModel, job: &WindowJob, cache: &mut 
     let cross = model.encoder.encode(&job.mel, job.frames)?;
     let encode_ms = started.elapsed().as_secs_f64() * 1e3;
     let outcome = decode_job(model, job, &cross, encode_ms);
-    // A partial's window may serve its utterance's final; a final's never serves again (the
-    // next utterance's windows end elsewhere). Each entry holds a window's cross K/V (up to
-    // 18 MB for tiny at 30 s), so only what may be reused is kept.
-    if !job.is_final {
+    // A partial's window heard up to a pause may serve its utterance's final; a final's never
+    // serves again (the next utterance's windows end elsewhere), nor does a partial's heard
+    // mid-speech (the speech goes on past it). Each entry holds a window's cross K/V (12 MB for
+    // tiny at 20 s; up to 18 MB at 30 s), so only what may be reused is kept: with every
+    // partial kept, each live stream cost about 20 MiB of server memory instead of about 7.
+    if job.keep_window && !job.is_final {
         cache.put(job.stream, job.start_frame, job.content_frames, cross);
+    } else {
+        cache.forget(job.stream);
     }
     outcome
 }

@@ -157,6 +157,12 @@ fn jfk_streams_with_partials_and_finals_that_keep_the_invariants() {
     let stats = stats.expect("a Stats event at the end");
     assert!((stats.audio_s - 11.0).abs() < 0.1, "{stats:?}");
     assert_eq!(stats.dropped_samples, 0);
+    // JFK pauses between phrases: the partial decoded as a pause begins is kept by the worker,
+    // and the final that the pause becomes reuses it (no encoder run).
+    assert!(
+        stats.reused_finals >= 1 && stats.reused_finals <= stats.final_jobs,
+        "finals reuse the window decoded on their pause: {stats:?}"
+    );
 }
 
 #[test]
