@@ -376,6 +376,31 @@ fn a_panic_inside_a_job_is_that_jobs_error_and_the_worker_goes_on() {
     assert_eq!(normalizer().normalize(&text), "experience proves this");
 }
 
+/// Two windows in one encoder call give two rows; a window of the wrong size is a contract
+/// error naming the tensor.
+#[test]
+fn encoder_batches_equal_windows_and_names_a_wrong_one() {
+    use steno::features::LogMel;
+    use steno::model::{ModelFiles, WhisperModel};
+    let runtime = steno::runtime::Runtime::get(&RuntimeConfig::default()).expect("runtime");
+    let files = ModelFiles::discover(&model_dir("tiny.en"), ModelVariant::Fp32, "models/provision").expect("model");
+    let mut model = WhisperModel::load(&runtime, files).expect("load");
+    let mut mel = LogMel::new(80).unwrap().log10_mel(&read(&sample("jfk.wav")));
+    mel.normalize_whisper();
+    let (a, b) = (mel.window(0, 500, mel.data()[0]), mel.window(300, 500, mel.data()[0]));
+    let both = model
+        .encoder
+        .encode_batch(&[&a, &b], 500)
+        .expect("two windows in one call");
+    assert_eq!((both.batch, both.frames), (2, 250));
+    let error = model
+        .encoder
+        .encode_batch(&[&a, &b[..100]], 500)
+        .err()
+        .expect("a short window is refused");
+    assert!(error.to_string().contains("mel"), "{error}");
+}
+
 /// A rejected draft is cut from the cache (steno's graphs take exactly the positions fed) and
 /// decoding goes on as if the draft had never been fed; a beam reorder in place moves whole
 /// rows. Both against plain decoding of the same tokens on the real decoder.
