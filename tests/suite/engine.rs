@@ -376,17 +376,24 @@ fn a_panic_inside_a_job_is_that_jobs_error_and_the_worker_goes_on() {
     assert_eq!(normalizer().normalize(&text), "experience proves this");
 }
 
+/// The tiny.en fp32 model loaded on its own (no engine) and jfk.wav's normalised log-mel.
+fn tiny_fp32_and_jfk_mel() -> (steno::model::WhisperModel, steno::features::Mel) {
+    use steno::model::{ModelFiles, WhisperModel};
+    let runtime = steno::runtime::Runtime::get(&RuntimeConfig::default()).expect("runtime");
+    let files = ModelFiles::discover(&model_dir("tiny.en"), ModelVariant::Fp32, "models/provision").expect("model");
+    let model = WhisperModel::load(&runtime, files).expect("load");
+    let mut mel = steno::features::LogMel::new(80)
+        .unwrap()
+        .log10_mel(&read(&sample("jfk.wav")));
+    mel.normalize_whisper();
+    (model, mel)
+}
+
 /// Two windows in one encoder call give two rows; a window of the wrong size is a contract
 /// error naming the tensor.
 #[test]
 fn encoder_batches_equal_windows_and_names_a_wrong_one() {
-    use steno::features::LogMel;
-    use steno::model::{ModelFiles, WhisperModel};
-    let runtime = steno::runtime::Runtime::get(&RuntimeConfig::default()).expect("runtime");
-    let files = ModelFiles::discover(&model_dir("tiny.en"), ModelVariant::Fp32, "models/provision").expect("model");
-    let mut model = WhisperModel::load(&runtime, files).expect("load");
-    let mut mel = LogMel::new(80).unwrap().log10_mel(&read(&sample("jfk.wav")));
-    mel.normalize_whisper();
+    let (mut model, mel) = tiny_fp32_and_jfk_mel();
     let (a, b) = (mel.window(0, 500, mel.data()[0]), mel.window(300, 500, mel.data()[0]));
     let both = model
         .encoder
@@ -406,13 +413,8 @@ fn encoder_batches_equal_windows_and_names_a_wrong_one() {
 /// rows. Both against plain decoding of the same tokens on the real decoder.
 #[test]
 fn rewound_and_reordered_caches_decode_like_fresh_ones() {
-    use steno::features::LogMel;
-    use steno::model::{ModelFiles, WhisperModel};
-    let runtime = steno::runtime::Runtime::get(&RuntimeConfig::default()).expect("runtime");
-    let files = ModelFiles::discover(&model_dir("tiny.en"), ModelVariant::Fp32, "models/provision").expect("model");
-    let mut model = WhisperModel::load(&runtime, files).expect("load");
-    let mut mel = LogMel::new(80).unwrap().log10_mel(&read(&sample("jfk.wav")));
-    mel.normalize_whisper();
+    use steno::model::WhisperModel;
+    let (mut model, mel) = tiny_fp32_and_jfk_mel();
     let window = mel.window(0, 1000, mel.data()[0]);
     let cross = model.encoder.encode(&window, 1000).expect("encodes");
     let sot = model.tokens.sot;
