@@ -48,8 +48,9 @@ pub struct StreamConfig {
     /// with their final text as a forced prefix, so the decoder hears a pause-split sentence
     /// whole (0: off). Default: 10, for latency and compute; 20 is more accurate. Measured
     /// 2026-12-02 with `steno stream-bench` (tiny.en fp32, 2 cores, lockstep unless said):
-    /// - WER of the finals, LibriSpeech as one stream: 12.72 % with 10 s, 12.72 % with 15 s,
-    ///   11.31 % with 20 s (batch greedy on the same audio: 11.12 %); 13.62 % with 20 s but
+    /// - WER of the finals, LibriSpeech as one stream: 12.98 % with 10 s, 11.31 % with 20 s
+    ///   (batch greedy on the same audio: 11.12 %). Before a one-utterance fix in the same
+    ///   session: 12.72 % with 10 s and with 15 s, 11.25 % with 20 s, 13.62 % with 20 s but
     ///   windows capped at 20 s. Long-form: 15.63 % with 10 s, 12.75 % with 20 s (batch 12.75 %).
     /// - The price of 20 s: windows of up to 30 s every hop, 1.6 to 1.75 times the CPU per
     ///   audio second; with `--threads 1` in real time 0.74 cores (10 s: 0.41), endpoint →

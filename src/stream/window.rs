@@ -220,7 +220,7 @@ pub(crate) fn run_window(model: &mut WhisperModel, job: &WindowJob, cache: &mut 
     // mid-speech (the speech goes on past it). Each entry holds a window's cross K/V (12 MB for
     // tiny at 20 s; up to 18 MB at 30 s), so only what may be reused is kept: with every
     // partial kept, each added server stream cost 16.5 MiB instead of 8.3 (benches/serve_load.py).
-    if job.keep_window && !job.is_final {
+    if job.keep_window {
         cache.put(job.stream, job.start_frame, job.content_frames, cross);
     } else {
         cache.forget(job.stream);
