@@ -44,6 +44,10 @@ pub struct LiveArgs {
     /// Re-decode the utterance every this many ms of audio (stretched when the machine is slow).
     #[arg(long, default_value_t = StreamConfig::default().hop_ms)]
     hop_ms: u32,
+    /// Live input: the largest share of wall time partial decodes may keep the model busy
+    /// (the hop stretches to stay under it; 1: no limit).
+    #[arg(long, default_value_t = StreamConfig::default().max_duty_cycle)]
+    max_duty_cycle: f32,
     /// Commit policy: auto, alignatt or la2 (LocalAgreement-2).
     #[arg(long, default_value_t = StreamConfig::default().commit_policy.to_string())]
     commit_policy: String,
@@ -89,6 +93,7 @@ impl LiveArgs {
             },
             commit_policy: self.commit_policy.parse::<PolicyKind>()?,
             hop_ms: self.hop_ms,
+            max_duty_cycle: self.max_duty_cycle,
             frame_threshold_ms: self.frame_threshold_ms,
             alignatt_agreement: !self.no_agreement,
             max_utterance_s: self.max_utterance_s,

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Live streams re-decode the utterance every this many ms (a client's config may change it).
     #[arg(long, default_value_t = StreamConfig::default().hop_ms)]
     hop_ms: u32,
+    /// Live streams decode earlier utterances of this many seconds again as context (a
+    /// client's config may change it; more is more accurate and costs more per stream).
+    #[arg(long, default_value_t = ServerConfig::default().stream.context_s)]
+    context_s: f32,
     #[command(flatten)]
     decode: DecodeArgs,
     #[command(flatten)]
@@ -83,8 +87,9 @@ impl ServeArgs {
                     ..VadConfig::default()
                 },
                 hop_ms: self.hop_ms,
+                context_s: self.context_s,
                 language,
-                ..StreamConfig::default()
+                ..ServerConfig::default().stream
             },
         };
         config.validate()?;

@@ -30,6 +30,18 @@ pub struct StreamConfig {
     /// Re-decode the utterance every this many ms of new audio (a floor: a busy worker
     /// stretches it). Default: 500.
     pub hop_ms: u32,
+    /// Live pacing: the largest share of wall time this stream's partials may keep the worker
+    /// busy. After a partial that took `d` ms to encode and decode, the next one waits at least
+    /// `d × (1 / x − 1)` ms (the hop stretches); finals, and the partial that prepares one when
+    /// a pause begins, never wait. 1: no limit. Lockstep pacing ignores it (its output depends on
+    /// the audio alone). Default: 0.5, so that one thread keeps a stream within half a core
+    /// (with 20 s of context a window takes about 350 ms on one thread against 195 ms on two,
+    /// where the 500 ms hop rarely waits for it). Measured 2026-12-02 (LibriSpeech as one stream
+    /// in real time, fp32, `--threads 1`): 0.74 cores without a limit, committed-word lag p50 /
+    /// p95 1.28 / 2.23 s; with 0.5: 0.42 cores, partials every 668 ms (p50), lag 1.22 / 2.34 s,
+    /// endpoint → final 89 / 338 ms, WER 11.44 %; with 0.45: 0.39 cores, lag 1.30 / 2.40 s,
+    /// WER 11.12 %. On 2 threads 0.5 left the lag as it was without a limit (0.93 s p50).
+    pub max_duty_cycle: f32,
     /// AlignAtt: tokens attended within this many ms of the audio's end are not committed.
     /// Default: 500 (SimulStreaming's 25 frames).
     pub frame_threshold_ms: u32,
@@ -46,16 +58,19 @@ pub struct StreamConfig {
     pub prompt_max_tokens: usize,
     /// Earlier utterances that started within this many seconds lead each window as audio,
     /// with their final text as a forced prefix, so the decoder hears a pause-split sentence
-    /// whole (0: off). Default: 10, for latency and compute; 20 is more accurate. Measured
-    /// 2026-12-02 with `steno stream-bench` (tiny.en fp32, 2 cores, lockstep unless said):
-    /// - WER of the finals, LibriSpeech as one stream: 12.98 % with 10 s, 11.31 % with 20 s
-    ///   (batch greedy on the same audio: 11.12 %). Before a one-utterance fix in the same
-    ///   session: 12.72 % with 10 s and with 15 s, 11.25 % with 20 s, 13.62 % with 20 s but
-    ///   windows capped at 20 s. Long-form: 15.63 % with 10 s, 12.75 % with 20 s (batch 12.75 %).
-    /// - The price of 20 s: windows of up to 30 s every hop, 1.6 to 1.75 times the CPU per
-    ///   audio second; with `--threads 1` in real time 0.74 cores (10 s: 0.41), endpoint →
-    ///   final p50 / p95 356 / 829 ms, committed-word lag p50 / p95 1.28 / 2.23 s; 8 int8
-    ///   server streams: worst p95 end of speech → final 2.4 s (10 s: about 0.8 s).
+    /// whole and windows come near Whisper's 30 s (0: off). Default: 20. Measured 2026-12-02
+    /// with `steno stream-bench` (tiny.en, 2 cores, lockstep unless said):
+    /// - WER of the finals, LibriSpeech as one stream, fp32: 11.31 % with 20 s (also in real
+    ///   time), 12.98 % with 10 s, 14.72 % with 0 (batch greedy on the same audio: 11.12 %);
+    ///   int8: 10.86 % with 20 s, 12.60 % with 10 s (batch 10.73 %). Long-form: fp32 12.75 %
+    ///   with 20 s, 15.63 % with 10 s (batch 12.75 %); int8 13.05 % with 20 s (batch 12.59 %).
+    ///   Earlier runs: 12.72 % with 15 s, 13.62 % with 20 s but windows capped at 20 s.
+    /// - The price: windows of up to 30 s every hop, 1.6 to 1.75 times the CPU per audio
+    ///   second of 10 s. In real time with 2 threads (fp32, the defaults): 0.54 cores,
+    ///   committed-word lag p50 / p95 0.93 / 1.69 s, endpoint → final 35 / 54 ms, WER 11.12 %;
+    ///   with 10 s (2026-12-01): 0.88 / 1.67 s and 15 / 37 ms. With `--threads 1`: 0.74 cores
+    ///   without a duty-cycle limit (10 s: 0.41), 0.42 with the default `max_duty_cycle`.
+    ///   The server keeps 10 s for its many streams (`ServerConfig`'s default).
     pub context_s: f32,
     /// Verify the previous hypothesis in one decoder call instead of re-decoding it token by
     /// token (same output, fewer calls). Default: true.
@@ -88,12 +103,13 @@ impl Default for StreamConfig {
             vad: VadConfig::default(),
             commit_policy: PolicyKind::Auto,
             hop_ms: 500,
+            max_duty_cycle: 0.5,
             frame_threshold_ms: 500,
             rewind_threshold_ms: 4000,
             alignatt_agreement: true,
             max_utterance_s: 20.0,
             prompt_max_tokens: 64,
-            context_s: 10.0,
+            context_s: 20.0,
             verify_draft: true,
             window_pad_s: 5.0,
             min_window_s: 10.0,
@@ -115,6 +131,12 @@ impl StreamConfig {
             return Err(Error::config(
                 "hop_ms",
                 format!("{} is not in 100..=10000 ms", self.hop_ms),
+            ));
+        }
+        if !(self.max_duty_cycle.is_finite() && (0.05..=1.0).contains(&self.max_duty_cycle)) {
+            return Err(Error::config(
+                "max_duty_cycle",
+                format!("{} is not in 0.05..=1", self.max_duty_cycle),
             ));
         }
         if self.frame_threshold_ms > 5_000 {

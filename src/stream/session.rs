@@ -456,6 +456,8 @@ struct Coordinator {
     /// VAD events heard while the last utterance was finishing, handled after its final.
     deferred: std::collections::VecDeque<VadEvent>,
     in_flight: Option<InFlight>,
+    /// Live pacing with `max_duty_cycle` below 1: no regular partial before this instant.
+    partial_not_before: Option<Instant>,
     next_utterance: u64,
     /// Finals of earlier utterances, oldest first: the newest ones within `context_s` lead
     /// each window as audio with their text forced; older ones are the prompt.
@@ -538,6 +540,7 @@ impl Coordinator {
             endpoint: None,
             deferred: std::collections::VecDeque::new(),
             in_flight: None,
+            partial_not_before: None,
             next_utterance: 0,
             history: std::collections::VecDeque::new(),
             events: None,
@@ -873,6 +876,9 @@ impl Coordinator {
         if (end < u.decoded_to + hop && !prepare) || end < u.start_frame + hop || pausing {
             return;
         }
+        if !prepare && self.partial_not_before.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
         let (start, content) = (u.start_frame, (end - u.start_frame) as usize);
         if !self.has_speech_energy(start, content) {
             return;
@@ -885,6 +891,16 @@ impl Coordinator {
             u.decoded_to = end;
         }
         self.submit(JobKind::Partial { prepared }, start, content, 0, forced, None);
+    }
+
+    /// When the next regular partial may start after a job that kept the worker busy `busy_ms`
+    /// (`max_duty_cycle`; live pacing only: lockstep output depends on the audio alone).
+    fn duty_cycle_rest(&self, busy_ms: f64) -> Option<Instant> {
+        if self.config.pacing != Pacing::Live {
+            return None;
+        }
+        let rest_ms = rest_after_ms(busy_ms, self.config.max_duty_cycle)?;
+        Some(Instant::now() + std::time::Duration::from_secs_f64(rest_ms / 1e3))
     }
 
     /// The speech-band energy gate on raw frames (the batch gate's measure).
@@ -1132,6 +1148,9 @@ impl Coordinator {
     fn on_outcome(&mut self, outcome: Result<WindowOutcome>) {
         let Some(job) = self.in_flight.take() else { return };
         self.busy_ms += job.submitted.elapsed().as_secs_f64() * 1e3;
+        if let Ok(o) = &outcome {
+            self.partial_not_before = self.duty_cycle_rest(o.encode_ms + o.decode_ms);
+        }
         let outcome = outcome.and_then(|o| strip_context(o, &job));
         if let Ok(o) = &outcome
             && self.context_swallowed(&job, o)
@@ -1455,6 +1474,13 @@ impl Coordinator {
     }
 }
 
+/// Idle time after a job of `busy_ms` that keeps a stream's partials within `max_duty_cycle` of
+/// the worker's time (`None`: no limit).
+fn rest_after_ms(busy_ms: f64, max_duty_cycle: f32) -> Option<f64> {
+    let x = f64::from(max_duty_cycle);
+    (x < 1.0 && x > 0.0 && busy_ms.is_finite()).then(|| busy_ms.max(0.0) * (1.0 / x - 1.0))
+}
+
 /// Remove the context's tokens (earlier finals leading the window) and words from an outcome,
 /// leaving this utterance's.
 fn strip_context(mut outcome: WindowOutcome, job: &InFlight) -> Result<WindowOutcome> {
@@ -1477,4 +1503,23 @@ fn strip_context(mut outcome: WindowOutcome, job: &InFlight) -> Result<WindowOut
         words.retain(|w| w.end > utterance_start_s);
     }
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rest_after_ms;
+
+    #[test]
+    fn the_duty_cycle_rest_keeps_partials_to_their_share_of_the_worker() {
+        // Half the time: rest as long as the job took; a quarter: three times as long.
+        assert_eq!(rest_after_ms(300.0, 0.5), Some(300.0));
+        assert_eq!(rest_after_ms(100.0, 0.25), Some(300.0));
+        // Busy d, then rest r: the share is d / (d + r), the configured one.
+        let r = rest_after_ms(120.0, 0.4).unwrap();
+        assert!((120.0 / (120.0 + r) - 0.4).abs() < 1e-6);
+        // 1 is no limit; a nonsense time gives no rest rather than a stuck stream.
+        assert_eq!(rest_after_ms(300.0, 1.0), None);
+        assert_eq!(rest_after_ms(f64::NAN, 0.5), None);
+        assert_eq!(rest_after_ms(-5.0, 0.5), Some(0.0));
+    }
 }

@@ -9,7 +9,7 @@ use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use steno::stream::{Pacing, StreamConfig, StreamEvent, StreamSession, TimedEvent};
+use steno::stream::{Pacing, StreamConfig, StreamEvent, StreamSession, StreamStats, TimedEvent};
 use steno::{Engine, ModelVariant, TranscribeOptions};
 
 use super::common::*;
@@ -150,11 +150,7 @@ fn jfk_streams_with_partials_and_finals_that_keep_the_invariants() {
             }
         }
     }
-    let stats = events.iter().rev().find_map(|e| match &e.event {
-        StreamEvent::Stats(s) => Some(s.clone()),
-        _ => None,
-    });
-    let stats = stats.expect("a Stats event at the end");
+    let stats = last_stats(&events);
     assert!((stats.audio_s - 11.0).abs() < 0.1, "{stats:?}");
     assert_eq!(stats.dropped_samples, 0);
     // JFK pauses between phrases: the partial decoded as a pause begins is kept by the worker,
@@ -165,16 +161,13 @@ fn jfk_streams_with_partials_and_finals_that_keep_the_invariants() {
     );
 }
 
-#[test]
-fn live_pacing_at_real_time_keeps_every_utterance() {
-    let engine = engine("tiny.en", ModelVariant::Fp32, TranscribeOptions::default());
-    let samples = jfk();
-    let mut session = StreamSession::start(&engine, StreamConfig::default()).expect("stream starts");
+/// Push `samples` 20 ms at a time on the wall clock, as a capture callback would.
+fn stream_at_real_time(engine: &Engine, config: StreamConfig, samples: &[f32]) -> Vec<TimedEvent> {
+    let mut session = StreamSession::start(engine, config).expect("stream starts");
     let events = session.events().clone();
     let collector = std::thread::spawn(move || events.iter().collect::<Vec<_>>());
     let sender = session.sender().expect("sender");
     let started = Instant::now();
-    // 20 ms at a time on the wall clock, as a capture callback would.
     for (i, chunk) in samples.chunks(320).enumerate() {
         let due = Duration::from_millis(20 * i as u64);
         if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -186,12 +179,48 @@ fn live_pacing_at_real_time_keeps_every_utterance() {
         );
     }
     session.finish();
-    let events = collector.join().expect("collector");
-    assert_invariants(&events);
-    let text: Vec<String> = finals(&events).into_iter().map(|f| f.1).collect();
-    let hypothesis = normalizer().normalize(&text.join(" "));
-    let errors = steno::eval::wer::word_errors(JFK_NORMALIZED, &hypothesis);
-    assert!(errors.rate() <= 0.1, "WER {} at real time: {hypothesis}", errors.rate());
+    collector.join().expect("collector")
+}
+
+fn last_stats(events: &[TimedEvent]) -> StreamStats {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.event {
+            StreamEvent::Stats(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("a stats event at the end")
+}
+
+#[test]
+fn live_pacing_at_real_time_keeps_every_utterance() {
+    let engine = engine("tiny.en", ModelVariant::Fp32, TranscribeOptions::default());
+    let samples = jfk();
+    let mut partial_jobs = Vec::new();
+    // The default, and partials held to a twentieth of the worker's time (a 50 ms decode
+    // then rests 950 ms, longer than the 500 ms hop): fewer partials, the same finals.
+    for max_duty_cycle in [StreamConfig::default().max_duty_cycle, 0.05] {
+        let config = StreamConfig {
+            max_duty_cycle,
+            ..StreamConfig::default()
+        };
+        let events = stream_at_real_time(&engine, config, &samples);
+        assert_invariants(&events);
+        let text: Vec<String> = finals(&events).into_iter().map(|f| f.1).collect();
+        let hypothesis = normalizer().normalize(&text.join(" "));
+        let errors = steno::eval::wer::word_errors(JFK_NORMALIZED, &hypothesis);
+        assert!(
+            errors.rate() <= 0.1,
+            "WER {} at real time, max_duty_cycle {max_duty_cycle}: {hypothesis}",
+            errors.rate()
+        );
+        partial_jobs.push(last_stats(&events).partial_jobs);
+    }
+    assert!(
+        partial_jobs[1] < partial_jobs[0],
+        "a duty cycle of 0.05 spaces the partials out: {partial_jobs:?} partial jobs"
+    );
 }
 
 #[test]
