@@ -73,9 +73,10 @@ pub struct ServerConfig {
     pub model_name: String,
     /// Defaults of every WebSocket stream (a client's config overrides some of them).
     /// Default: [`StreamConfig::default`] with `context_s` 10 instead of 20: windows of up
-    /// to 20 s instead of 30 s keep many streams on one worker within their latency (8 int8
-    /// streams: worst p95 end of speech → final 2.4 s with 20 s of context against about
-    /// 0.8 s with 10 s, 2026-12-02), for about 1.7 points of WER on LibriSpeech fed as one
+    /// to 20 s instead of 30 s, about 1.7 times less compute per stream, so more streams fit
+    /// one worker (the README's capacity rows are measured with 10 s; two 60 s runs of 8 int8
+    /// streams on 2026-12-02 scattered too much to rank 10 s against 20 s: worst p95 end of
+    /// speech → final 2.7 s and 2.4 s), for about 1.7 points of WER on LibriSpeech fed as one
     /// stream; a client asks for more with `context_s`.
     pub stream: StreamConfig,
     /// On shutdown (SIGTERM, Ctrl-C): how long open streams and uploads get to finish, in
