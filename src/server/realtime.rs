@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -47,6 +47,7 @@ use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use tokio::time::{Instant, sleep_until, timeout};
 
+use super::ws::close;
 use super::{ApiError, AppState, Slot};
 use crate::stream::{AudioSender, Pacing, StreamEvent, TimedEvent};
 use crate::{Engine, StreamConfig, StreamSession};
@@ -1383,14 +1384,6 @@ impl Connection {
             Ok(Ok(()))
         )
     }
-}
-
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = timeout(Duration::from_secs(2), socket.send(Message::Close(Some(frame)))).await;
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 
 use super::protocol::{BadRequest, ClientMessage, StreamRequest, decode_frame, parse_client_message};
 use super::{AppState, Slot};
@@ -39,6 +39,9 @@ const GOING_AWAY: u16 = 1001;
 const INVALID_DATA: u16 = 1007;
 const POLICY: u16 = 1008;
 const TRY_AGAIN_LATER: u16 = 1013;
+
+/// How long closing may take: sending our close frame and reading the client's.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Largest frame a client may send (a second of 48 kHz f32 is 192 kB).
 const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -225,12 +228,21 @@ impl Connection {
                     let e = BadRequest::new(None, format!("no message for {} s", self.idle.as_secs()));
                     return reject(socket, &e, POLICY, "idle").await;
                 }
-                message = socket.recv(), if !ended => {
+                // Read on after `end` too: a ping waiting unread while the last final is
+                // decoded would go unanswered, and the close at the end would meet unread data.
+                message = socket.recv() => {
                     let message = match message {
                         None | Some(Err(_)) => return Ending::ClientGone,
                         Some(Ok(message)) => message,
                     };
                     deadline = Instant::now() + self.idle;
+                    if ended {
+                        // The stream is flushing: nothing the client sends now changes it.
+                        if matches!(message, Message::Close(_)) {
+                            return Ending::ClientGone;
+                        }
+                        continue;
+                    }
                     match message {
                         Message::Binary(bytes) => match decode_frame(&bytes, request.encoding) {
                             // A full input queue drops the chunk; the stream counts it and
@@ -297,10 +309,23 @@ async fn reject(socket: &mut WebSocket, e: &BadRequest, code: u16, reason: &'sta
     }
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+/// Send the close frame, then wait (briefly) for the client's: RFC 6455 §7.1.1 has the server
+/// drop the TCP connection after the handshake. Dropping it at once, with client data still
+/// unread (a keep-alive ping, a late frame), makes the kernel answer with a reset, and a client
+/// whose reset overtakes the close frame sees code 1006 instead of ours.
+pub(super) async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let frame = CloseFrame {
         code,
         reason: reason.into(),
     };
-    let _ = timeout(Duration::from_secs(2), socket.send(Message::Close(Some(frame)))).await;
+    let deadline = Instant::now() + CLOSE_WAIT;
+    let sent = timeout_at(deadline, socket.send(Message::Close(Some(frame)))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return;
+    }
+    while let Ok(Some(Ok(message))) = timeout_at(deadline, socket.recv()).await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+    }
 }

@@ -6,6 +6,7 @@
 
 Streams audio-samples/jfk.wav in 100 ms chunks (chunk k is sent at t0 + k*0.1/pace s; --pace 0
 sends as fast as possible), then {"type":"end"}, and collects the events until the server closes.
+With --ping-after-end the client pings every 20 ms from `end` until the close.
 Checks: close code 1000; at least one partial (when paced); one or more finals with strictly
 increasing utterance ids; the finals' text holds the JFK key phrases; within an utterance each
 partial's committed text extends the previous one and the final starts with the last committed
@@ -92,6 +93,7 @@ async def run_stream(args) -> dict:
         t0 = time.monotonic()
 
         async def sender():
+            ended = False
             try:
                 for k, chunk in enumerate(chunks):
                     if args.pace > 0:
@@ -102,8 +104,18 @@ async def run_stream(args) -> dict:
                         result["max_send_lag_s"] = max(result["max_send_lag_s"], time.monotonic() - due)
                     await ws.send(chunk)
                 await ws.send(json.dumps({"type": "end"}))
+                ended = True
+                # Keep-alive pings while the server flushes (websockets sends one every 20 s by
+                # default): the server must answer them and still close with 1000. A server
+                # that stops reading after `end` leaves them unread, and closing its socket
+                # over unread data resets the connection (the client sees 1006).
+                while args.ping_after_end:
+                    await ws.ping()
+                    await asyncio.sleep(0.02)
             except ConnectionClosed as e:
-                result["send_error"] = f"the server closed while audio was being sent: {e}"
+                # After `end` the close is expected (the receiver checks its code).
+                if not ended:
+                    result["send_error"] = f"the server closed while audio was being sent: {e}"
 
         send_task = asyncio.create_task(sender())
         deadline = duration / (args.pace or 100) + args.timeout
@@ -261,6 +273,8 @@ def main() -> None:
                    help="seconds to wait past the audio's send time for the close (default 120)")
     p.add_argument("--audio", type=Path, default=JFK_WAV,
                    help="16-bit mono WAV holding the JFK clip (default: audio-samples/jfk.wav)")
+    p.add_argument("--ping-after-end", action="store_true",
+                   help="after end, ping every 20 ms until the server closes (it must still close with 1000)")
     p.add_argument("-v", "--verbose", action="store_true", help="print partial events in full")
     args = p.parse_args()
     preflight(args.base_url, "ws_check")

@@ -145,7 +145,7 @@ fn openai_realtime_client_transcribes_two_vad_turns_and_a_manual_commit() {
 #[test]
 fn websockets_client_streams_jfk_at_real_time() {
     let server = Serve::start(&[]);
-    server.check("ws_check.py", &["--pace", "1"]);
+    server.check("ws_check.py", &["--pace", "1", "--ping-after-end"]);
 }
 
 #[test]
