@@ -18,12 +18,13 @@
 //! short). The worker always serves window jobs first, and between the windows of a batch
 //! clip, so a long file never holds a live stream back by more than one window. Among window
 //! jobs, finals go first (many streams on one worker: an utterance's end never queues behind
-//! other streams' partials), and a partial its stream has cancelled is dropped unrun. A panic inside
+//! other streams' partials), then partials heard in a pause (a final of that pause reuses their
+//! window), then the rest; a partial its stream has cancelled is dropped unrun. A panic inside
 //! any job becomes that job's error ([`Error::Worker`]) and the worker goes on serving.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -172,7 +173,7 @@ impl LiveQueue {
 
     fn pop(&mut self) -> Option<LiveJob> {
         loop {
-            let job = pick_next(&mut self.pending, |j| j.job.is_final, |j| j.ticket.is_cancelled())?;
+            let job = pick_next(&mut self.pending, |j| j.job.urgency(), |j| j.ticket.is_cancelled())?;
             // Cancelled between the pick and now: drop it and pick again.
             if job.ticket.start() {
                 return Some(job);
@@ -181,12 +182,18 @@ impl LiveQueue {
     }
 }
 
-/// The next job of a live queue: the oldest final if any (the end of an utterance is what a
-/// speaker waits for; a partial only refreshes text already shown), else the oldest partial.
-/// Cancelled jobs are dropped on the way.
-fn pick_next<T>(pending: &mut VecDeque<T>, is_final: impl Fn(&T) -> bool, cancelled: impl Fn(&T) -> bool) -> Option<T> {
+/// The next job of a live queue: the oldest of the most urgent ([`WindowJob::urgency`]):
+/// finals (the end of an utterance is what a speaker waits for), then partials heard in a
+/// pause (the final of that pause reuses their window, so they are on its way), then the
+/// others (they only refresh text already shown). Cancelled jobs are dropped on the way.
+fn pick_next<T>(pending: &mut VecDeque<T>, urgency: impl Fn(&T) -> u8, cancelled: impl Fn(&T) -> bool) -> Option<T> {
     pending.retain(|j| !cancelled(j));
-    let at = pending.iter().position(is_final).unwrap_or(0);
+    // `min_by_key` keeps the first of equals: arrival order within a rank.
+    let at = pending
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, j)| urgency(j))
+        .map(|(at, _)| at)?;
     pending.remove(at)
 }
 
@@ -215,6 +222,26 @@ pub struct EngineHandle {
     pub(crate) options: TranscribeOptions,
     /// The worker has run the largest live window once ([`crate::stream::window::presize`]).
     pub(crate) presized: Arc<std::sync::atomic::AtomicBool>,
+    /// Live streams of this engine in an utterance now ([`Speaking`]): they share the
+    /// worker's time for partials (`StreamConfig::max_duty_cycle`).
+    pub(crate) speaking: Arc<AtomicUsize>,
+}
+
+/// One stream's utterance in progress, counted in [`EngineHandle::speaking`] while it lives.
+#[derive(Debug)]
+pub(crate) struct Speaking(Arc<AtomicUsize>);
+
+impl Speaking {
+    pub(crate) fn new(handle: &EngineHandle) -> Speaking {
+        handle.speaking.fetch_add(1, Ordering::AcqRel);
+        Speaking(handle.speaking.clone())
+    }
+}
+
+impl Drop for Speaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -382,6 +409,7 @@ impl Engine {
             mel_frames,
             options,
             presized: Arc::default(),
+            speaking: Arc::default(),
         };
         let log_mel = LogMel::new(spec.n_mels).map_err(|e| Error::config("n_mels", e.to_string()))?;
         Ok(Engine {
@@ -707,24 +735,38 @@ fn worker_loop(
 mod tests {
     use super::*;
 
-    /// (name, is_final, cancelled)
-    fn queue(jobs: &[(&'static str, bool, bool)]) -> VecDeque<(&'static str, bool, bool)> {
+    /// (name, urgency, cancelled)
+    fn queue(jobs: &[(&'static str, u8, bool)]) -> VecDeque<(&'static str, u8, bool)> {
         jobs.iter().copied().collect()
     }
 
-    fn drain(mut q: VecDeque<(&'static str, bool, bool)>) -> Vec<&'static str> {
+    fn drain(mut q: VecDeque<(&'static str, u8, bool)>) -> Vec<&'static str> {
         std::iter::from_fn(|| pick_next(&mut q, |j| j.1, |j| j.2).map(|j| j.0)).collect()
     }
 
     #[test]
     fn finals_go_before_partials_each_in_arrival_order() {
-        let q = queue(&[
-            ("p1", false, false),
-            ("f1", true, false),
-            ("p2", false, false),
-            ("f2", true, false),
-        ]);
+        let q = queue(&[("p1", 2, false), ("f1", 0, false), ("p2", 2, false), ("f2", 0, false)]);
         assert_eq!(drain(q), ["f1", "f2", "p1", "p2"]);
+    }
+
+    #[test]
+    fn partials_heard_in_a_pause_go_between_finals_and_the_others() {
+        let q = queue(&[
+            ("p1", 2, false),
+            ("k1", 1, false),
+            ("f1", 0, false),
+            ("k2", 1, false),
+            ("p2", 2, false),
+        ]);
+        assert_eq!(drain(q), ["f1", "k1", "k2", "p1", "p2"]);
+    }
+
+    #[test]
+    fn live_jobs_rank_finals_then_partials_in_a_pause_then_others() {
+        use crate::stream::window::urgency;
+        let (final_job, in_pause, ordinary) = (urgency(true, false), urgency(false, true), urgency(false, false));
+        assert!(final_job < in_pause && in_pause < ordinary);
     }
 
     #[test]
@@ -741,7 +783,7 @@ mod tests {
 
     #[test]
     fn cancelled_jobs_are_dropped_unrun() {
-        let q = queue(&[("p1", false, true), ("p2", false, false), ("f1", true, true)]);
+        let q = queue(&[("p1", 2, true), ("p2", 2, false), ("f1", 0, true)]);
         assert_eq!(drain(q), ["p2"]);
         assert!(drain(queue(&[])).is_empty());
     }

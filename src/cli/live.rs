@@ -44,8 +44,8 @@ pub struct LiveArgs {
     /// Re-decode the utterance every this many ms of audio (stretched when the machine is slow).
     #[arg(long, default_value_t = StreamConfig::default().hop_ms)]
     hop_ms: u32,
-    /// Live input: the largest share of wall time partial decodes may keep the model busy
-    /// (the hop stretches to stay under it; 1: no limit).
+    /// Live input: the largest share of wall time partial decodes may keep the model busy,
+    /// split among the streams speaking at once (the hop stretches to stay under it; 1: no limit).
     #[arg(long, default_value_t = StreamConfig::default().max_duty_cycle)]
     max_duty_cycle: f32,
     /// Commit policy: auto, alignatt or la2 (LocalAgreement-2).

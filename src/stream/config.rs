@@ -30,11 +30,13 @@ pub struct StreamConfig {
     /// Re-decode the utterance every this many ms of new audio (a floor: a busy worker
     /// stretches it). Default: 500.
     pub hop_ms: u32,
-    /// Live pacing: the largest share of wall time this stream's partials may keep the worker
-    /// busy. After a window job (partial or final) that took `d` ms to encode and decode, the
-    /// next partial waits at least `d × (1 / x − 1)` ms (the hop stretches); finals, and the
-    /// partial that prepares one when a pause begins, never wait. 1: no limit. Lockstep pacing ignores it (its output depends on
-    /// the audio alone). Default: 0.5, so that one thread keeps a stream within half a core
+    /// Live pacing: the largest share of wall time partials may keep the worker busy. After a
+    /// window job (partial or final) that took `d` ms to encode and decode, the stream's next
+    /// partial waits at least `d × (1 / x − 1)` ms (the hop stretches), where `x` is this share
+    /// divided among the engine's live streams in an utterance now (one stream: all of it;
+    /// eight speaking at once: an eighth each), so that many streams leave the worker room for
+    /// their finals. Finals, and the partial that prepares one when a pause begins, never
+    /// wait. 1: no limit. Lockstep pacing ignores it (its output depends on the audio alone). Default: 0.5, so that one thread keeps a stream within half a core
     /// (with 20 s of context a window takes about 350 ms on one thread against 195 ms on two,
     /// where the 500 ms hop rarely waits for it). Measured 2026-12-02 (LibriSpeech as one stream
     /// in real time, fp32, `--threads 1`): 0.74 cores without a limit, committed-word lag p50 /

@@ -41,7 +41,7 @@ use super::vad::{SpeechDetector, VAD_WINDOW, VadEvent, VadSegmenter, detector};
 use super::window::{Reuse, WindowJob, WindowOutcome};
 use crate::audio::StreamResampler;
 use crate::decode::quality::SPEECH_BAND_HZ;
-use crate::engine::{Engine, EngineHandle};
+use crate::engine::{Engine, EngineHandle, Speaking};
 use crate::error::{Error, Result};
 use crate::features::{LogMel, MelStream};
 use crate::model::encoder::MelFrames;
@@ -369,6 +369,8 @@ struct Utterance {
     /// A window led by earlier finals came back with nothing for this utterance: Whisper took
     /// the context's last sentence for the end of the text. Its windows go without context.
     alone: bool,
+    /// Counts this utterance among the engine's streams in speech while it is open.
+    _speaking: Speaking,
 }
 
 /// Silence (ms) after which the speech heard so far is decoded without waiting for the hop
@@ -405,6 +407,8 @@ struct InFlight {
     /// Tokens of earlier finals leading the forced prefix (audio context).
     context_len: usize,
     submitted: Instant,
+    /// A partial heard in a pause (`WindowJob::keep_window`).
+    keep_window: bool,
 }
 
 /// A final kept as audio context for the next utterances.
@@ -793,6 +797,7 @@ impl Coordinator {
             last_scores: (Vec::new(), (0.0, 0.0, 0.0)),
             stopped: false,
             alone: false,
+            _speaking: Speaking::new(&self.handle),
         });
         if let Some(utterance) = id {
             self.emit(StreamEvent::SpeechStarted {
@@ -858,7 +863,7 @@ impl Coordinator {
     }
 
     fn maybe_schedule_partial(&mut self) {
-        if self.in_flight.is_some() || self.endpoint.is_some() {
+        if self.endpoint.is_some() {
             return;
         }
         let Some(u) = &self.utterance else { return };
@@ -873,6 +878,17 @@ impl Coordinator {
         // than at the next hop, so that if the pause becomes the endpoint, the final finds
         // this window ready (see `WindowJob::reuse`) instead of decoding from scratch.
         let prepare = silence >= PREPARE_AFTER_SILENCE_MS * 16 && u.decoded_to < speech_end;
+        if let Some(job) = &self.in_flight {
+            // The pause began while this stream's partial heard before it still waits in the
+            // worker's queue (behind other streams' jobs): withdraw it for the prepare, which
+            // the worker serves sooner and a final of this pause can reuse.
+            let superseded = prepare && matches!(job.kind, JobKind::Partial { .. }) && !job.keep_window;
+            if !(superseded && job.ticket.cancel()) {
+                return;
+            }
+            tracing::debug!("a queued partial gives way to the pause's prepare");
+            self.in_flight = None;
+        }
         if (end < u.decoded_to + hop && !prepare) || end < u.start_frame + hop || pausing {
             return;
         }
@@ -899,7 +915,10 @@ impl Coordinator {
         if self.config.pacing != Pacing::Live {
             return None;
         }
-        let rest_ms = rest_after_ms(busy_ms, self.config.max_duty_cycle)?;
+        // The streams in an utterance now share the worker's time for partials evenly: with
+        // many streams the worker keeps room for finals instead of filling up with partials.
+        let speaking = self.handle.speaking.load(Ordering::Acquire).max(1);
+        let rest_ms = rest_after_ms(busy_ms, self.config.max_duty_cycle, speaking)?;
         Some(Instant::now() + std::time::Duration::from_secs_f64(rest_ms / 1e3))
     }
 
@@ -1126,6 +1145,7 @@ impl Coordinator {
                     utterance_start: start,
                     context_len,
                     submitted: Instant::now(),
+                    keep_window,
                 });
                 if self.config.pacing == Pacing::Lockstep {
                     self.wait_in_flight();
@@ -1474,11 +1494,13 @@ impl Coordinator {
     }
 }
 
-/// Idle time after a job of `busy_ms` that keeps a stream's partials within `max_duty_cycle` of
-/// the worker's time (`None`: no limit).
-fn rest_after_ms(busy_ms: f64, max_duty_cycle: f32) -> Option<f64> {
+/// Idle time after a job of `busy_ms` that keeps a stream's partials within its share of the
+/// worker's time: `max_duty_cycle` split evenly among the `speaking` streams (`None`: no limit,
+/// `max_duty_cycle` 1).
+fn rest_after_ms(busy_ms: f64, max_duty_cycle: f32, speaking: usize) -> Option<f64> {
     let x = f64::from(max_duty_cycle);
-    (x < 1.0 && x > 0.0 && busy_ms.is_finite()).then(|| busy_ms.max(0.0) * (1.0 / x - 1.0))
+    let share = x / speaking.max(1) as f64;
+    (x < 1.0 && x > 0.0 && busy_ms.is_finite()).then(|| busy_ms.max(0.0) * (1.0 / share - 1.0))
 }
 
 /// Remove the context's tokens (earlier finals leading the window) and words from an outcome,
@@ -1512,14 +1534,20 @@ mod tests {
     #[test]
     fn the_duty_cycle_rest_keeps_partials_to_their_share_of_the_worker() {
         // Half the time: rest as long as the job took; a quarter: three times as long.
-        assert_eq!(rest_after_ms(300.0, 0.5), Some(300.0));
-        assert_eq!(rest_after_ms(100.0, 0.25), Some(300.0));
+        assert_eq!(rest_after_ms(300.0, 0.5, 1), Some(300.0));
+        assert_eq!(rest_after_ms(100.0, 0.25, 1), Some(300.0));
         // Busy d, then rest r: the share is d / (d + r), the configured one.
-        let r = rest_after_ms(120.0, 0.4).unwrap();
+        let r = rest_after_ms(120.0, 0.4, 1).unwrap();
         assert!((120.0 / (120.0 + r) - 0.4).abs() < 1e-6);
-        // 1 is no limit; a nonsense time gives no rest rather than a stuck stream.
-        assert_eq!(rest_after_ms(300.0, 1.0), None);
-        assert_eq!(rest_after_ms(f64::NAN, 0.5), None);
-        assert_eq!(rest_after_ms(-5.0, 0.5), Some(0.0));
+        // Four streams in speech share it: each gets a quarter (0.1 of the worker).
+        let r = rest_after_ms(120.0, 0.4, 4).unwrap();
+        assert!((120.0 / (120.0 + r) - 0.1).abs() < 1e-6);
+        // No stream counted (a race with an utterance's end) is one.
+        assert_eq!(rest_after_ms(300.0, 0.5, 0), Some(300.0));
+        // 1 is no limit, however many streams; a nonsense time gives no rest rather than a
+        // stuck stream.
+        assert_eq!(rest_after_ms(300.0, 1.0, 8), None);
+        assert_eq!(rest_after_ms(f64::NAN, 0.5, 1), None);
+        assert_eq!(rest_after_ms(-5.0, 0.5, 1), Some(0.0));
     }
 }

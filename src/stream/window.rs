@@ -77,6 +77,23 @@ pub struct WindowJob {
     pub keep_window: bool,
 }
 
+impl WindowJob {
+    /// How soon the worker serves the job, lower first (see `engine::pick_next`).
+    pub(crate) fn urgency(&self) -> u8 {
+        urgency(self.is_final, self.keep_window)
+    }
+}
+
+/// Finals 0; partials whose window the final may reuse (`keep_window`: heard in a pause) 1;
+/// other partials 2.
+pub(crate) fn urgency(is_final: bool, keep_window: bool) -> u8 {
+    match (is_final, keep_window) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => 2,
+    }
+}
+
 /// See [`WindowJob::reuse`].
 #[derive(Debug, Clone)]
 pub struct Reuse {
