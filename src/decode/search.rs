@@ -214,6 +214,42 @@ fn finish(candidates: Vec<Candidate>, task: &DecodeTask, no_speech_prob: f32) ->
 
 /// Greedy (temperature 0, one row) or sampling (`rows` candidates at temperature > 0).
 fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Result<Hypothesis> {
+    let (candidates, no_speech_prob) = sample_rows(scorer, task, &vec![task.temperature; rows])?;
+    Ok(finish(candidates, task, no_speech_prob))
+}
+
+/// The hotter steps of a fallback ladder at `best_of` 1, decoded together: one row per
+/// temperature in one batch (one decoder call per step for all of them, instead of one
+/// decode after another), one hypothesis per temperature, in order. The rows draw from one
+/// generator seeded with `task.seed`, in row order, so the output is fixed by the seed (but
+/// is not the sample a lone decode at that temperature would draw). Greedy rows (temperature
+/// 0) take the argmax. See `transcribe::decode_with_fallback` for when this pays.
+pub fn sample_each(scorer: &mut dyn TokenScorer, task: &DecodeTask, temperatures: &[f64]) -> Result<Vec<Hypothesis>> {
+    if temperatures.is_empty() || temperatures.iter().any(|t| !(t.is_finite() && *t >= 0.0)) {
+        return Err(Error::config(
+            "temperatures",
+            format!("{temperatures:?}: need one or more finite temperatures ≥ 0"),
+        ));
+    }
+    let _span = tracing::debug_span!("decode", ?temperatures).entered();
+    let (candidates, no_speech_prob) = sample_rows(scorer, task, temperatures)?;
+    Ok(candidates
+        .into_iter()
+        .zip(temperatures)
+        .map(|(c, &temperature)| {
+            let task = DecodeTask {
+                temperature,
+                ..task.clone()
+            };
+            finish(vec![c], &task, no_speech_prob)
+        })
+        .collect())
+}
+
+/// One candidate per row, row `r` at `temperatures[r]` (argmax at 0); and the no-speech
+/// probability.
+fn sample_rows(scorer: &mut dyn TokenScorer, task: &DecodeTask, temperatures: &[f64]) -> Result<(Vec<Candidate>, f32)> {
+    let rows = temperatures.len();
     let v = scorer.n_vocab();
     let (first, no_speech_prob) = prefill(scorer, task)?;
     let mut logits = Vec::with_capacity(rows * v);
@@ -238,8 +274,8 @@ fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Resul
             }
             let row = &mut logits[r * v..(r + 1) * v];
             task.filters.apply(row, &tokens[r]);
-            let token = if task.temperature > 0.0 {
-                sample_row(row, task.temperature, &mut rng)
+            let token = if temperatures[r] > 0.0 {
+                sample_row(row, temperatures[r], &mut rng)
             } else {
                 argmax(row)
             };
@@ -274,7 +310,7 @@ fn sample(scorer: &mut dyn TokenScorer, task: &DecodeTask, rows: usize) -> Resul
             repetitive,
         })
         .collect();
-    Ok(finish(candidates, task, no_speech_prob))
+    Ok((candidates, no_speech_prob))
 }
 
 /// Greedy decoding that verifies `task.draft` in the prefill call (see [`DecodeTask::draft`]).
@@ -701,6 +737,61 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(b.tokens, vec![B]);
         assert!(b.sum_logprob > g.sum_logprob);
+    }
+
+    #[test]
+    fn sample_each_decodes_one_row_per_temperature_in_one_batch() {
+        // " And so my" then end-of-text, sharply peaked: every temperature up to 1 follows it.
+        let script = |h: &[u32]| match h.len() {
+            2 => vec![(843, 30.0)],
+            3 => vec![(523, 30.0)],
+            4 => vec![(616, 30.0)],
+            _ => vec![(EOT, 30.0)],
+        };
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let greedy = decode(
+            &mut scripted(script),
+            &task(&prompt, &filters),
+            DecodeStrategy::Greedy { best_of: 1 },
+        )
+        .unwrap();
+        let mut s = scripted(script);
+        let hyps = sample_each(&mut s, &task(&prompt, &filters), &[0.0, 0.4, 1.0]).unwrap();
+        assert_eq!(hyps.len(), 3);
+        for (h, t) in hyps.iter().zip([0.0, 0.4, 1.0]) {
+            assert_eq!(h.tokens, greedy.tokens);
+            assert_eq!(h.temperature, t);
+            assert!((h.sum_logprob - greedy.sum_logprob).abs() < 1e-9);
+        }
+        // One prefill, then one call per step for all rows: prompt tail, 3 tokens + end.
+        let calls = s.feeds;
+        let mut one = scripted(script);
+        sample_each(&mut one, &task(&prompt, &filters), &[0.4]).unwrap();
+        assert_eq!(calls, one.feeds, "three rows cost the calls of one");
+        assert!(sample_each(&mut scripted(script), &task(&prompt, &filters), &[]).is_err());
+        assert!(sample_each(&mut scripted(script), &task(&prompt, &filters), &[f64::NAN]).is_err());
+    }
+
+    #[test]
+    fn sample_each_rows_end_on_their_own_and_repeat_for_a_seed() {
+        // Two equally likely tokens at every step, end-of-text once 6 tokens are out: hot rows
+        // differ from each other, the same seed gives the same rows.
+        let script = |h: &[u32]| {
+            if h.len() >= 8 {
+                vec![(EOT, 30.0)]
+            } else {
+                vec![(100, 5.0), (200, 5.0)]
+            }
+        };
+        let filters = no_ts();
+        let prompt = [SOT, NOTS];
+        let temps = [1.0; 6];
+        let a = sample_each(&mut scripted(script), &task(&prompt, &filters), &temps).unwrap();
+        let b = sample_each(&mut scripted(script), &task(&prompt, &filters), &temps).unwrap();
+        assert_eq!(a, b);
+        assert!(a.iter().all(|h| h.tokens.len() == 6));
+        assert!(a.iter().any(|h| h.tokens != a[0].tokens), "rows draw their own samples");
     }
 
     #[test]
