@@ -141,7 +141,8 @@ impl Ticket {
 /// What streams send the worker.
 pub(crate) enum LiveMessage {
     Window(Box<LiveJob>),
-    /// The stream has ended: drop what the worker keeps for it (its cached window).
+    /// The stream has ended, or its kept window can no longer serve a final: drop what the
+    /// worker keeps for it (its cached window).
     Forget(u64),
 }
 
@@ -268,7 +269,7 @@ impl EngineHandle {
         Ok((rx, ticket))
     }
 
-    /// The stream `stream` has ended (the worker drops its cached window).
+    /// The stream `stream` has ended or needs its kept window no more (the worker drops it).
     pub(crate) fn forget(&self, stream: u64) {
         let _ = self.live.send(LiveMessage::Forget(stream));
     }

@@ -475,6 +475,10 @@ struct Coordinator {
     last_stats_audio_s: f64,
     /// The last time reported by an event (times never go back).
     last_end_s: f64,
+    /// The worker may hold this stream's last window (a partial heard in a pause, for the
+    /// final to reuse) ending at this mel frame: forgotten once the speech goes on past what
+    /// a final could reuse it for (`forget_kept_window`).
+    window_kept: Option<u64>,
 }
 
 impl Drop for Coordinator {
@@ -554,6 +558,7 @@ impl Coordinator {
             nonfinite_warned: false,
             last_stats_audio_s: 0.0,
             last_end_s: 0.0,
+            window_kept: None,
         })
     }
 
@@ -714,6 +719,7 @@ impl Coordinator {
                 self.on_vad_event(event);
             }
         }
+        self.forget_kept_window();
         self.maybe_cut_at_max_length();
         self.maybe_schedule_partial();
         if self.utterance.is_none() && self.in_flight.is_none() {
@@ -725,6 +731,24 @@ impl Coordinator {
                 .saturating_sub(keep)
                 .min(self.oldest_context_frame());
             self.mel.discard_before(from);
+        }
+    }
+
+    /// The speech went on after a pause past the kept window's reach (its end plus the VAD's
+    /// speech padding, as `submit` checks a reuse): that window can no longer serve a final,
+    /// so the worker drops it now rather than at the stream's next window, which the duty
+    /// cycle may put seconds away. With many streams the kept windows (up to 18 MB each at
+    /// 30 s) are much of a stream's memory.
+    fn forget_kept_window(&mut self) {
+        let Some(kept_end) = self.window_kept else { return };
+        let speech_pad = u64::from(self.config.vad.speech_pad_ms / 10);
+        let heard = self.segmenter.samples() / 160;
+        // Not while the utterance is ending: the VAD's silence run is over then too (it has
+        // ended the speech), and the final waiting for a prepare in flight reuses its window.
+        let speaking = self.utterance.is_some() && !self.finalizing() && self.segmenter.silence_run() == 0;
+        if speaking && beyond_reach(kept_end, heard, speech_pad) {
+            self.window_kept = None;
+            self.handle.forget(self.id);
         }
     }
 
@@ -1059,6 +1083,8 @@ impl Coordinator {
             MelFrames::Dynamic { max } => ((content + pad).max(min).div_ceil(2) * 2).min(max),
         };
         let mel = self.mel.window(window_start, content, frames);
+        // Any other window replaces or spends the stream's kept one on the worker.
+        self.window_kept = keep_window.then_some(window_start + content as u64);
         // A final cut at the maximum length where the committed words end: they are the whole
         // text, nothing is decoded past them.
         let forced_only = matches!(
@@ -1503,6 +1529,12 @@ fn rest_after_ms(busy_ms: f64, max_duty_cycle: f32, speaking: usize) -> Option<f
     (x < 1.0 && x > 0.0 && busy_ms.is_finite()).then(|| busy_ms.max(0.0) * (1.0 / share - 1.0))
 }
 
+/// Speech heard at mel frame `heard` is past what a final could reuse a window ending at
+/// `window_end` for: `submit` reuses it only when the speech ends within `speech_pad` of it.
+fn beyond_reach(window_end: u64, heard: u64, speech_pad: u64) -> bool {
+    heard > window_end + speech_pad
+}
+
 /// Remove the context's tokens (earlier finals leading the window) and words from an outcome,
 /// leaving this utterance's.
 fn strip_context(mut outcome: WindowOutcome, job: &InFlight) -> Result<WindowOutcome> {
@@ -1529,7 +1561,16 @@ fn strip_context(mut outcome: WindowOutcome, job: &InFlight) -> Result<WindowOut
 
 #[cfg(test)]
 mod tests {
-    use super::rest_after_ms;
+    use super::{beyond_reach, rest_after_ms};
+
+    #[test]
+    fn a_kept_window_is_stale_once_speech_passes_its_end_and_the_padding() {
+        // Window up to frame 1000, 3 frames of speech padding: speech heard up to 1003 could
+        // still end within a final's reuse of it, 1004 cannot.
+        assert!(!beyond_reach(1000, 990, 3));
+        assert!(!beyond_reach(1000, 1003, 3));
+        assert!(beyond_reach(1000, 1004, 3));
+    }
 
     #[test]
     fn the_duty_cycle_rest_keeps_partials_to_their_share_of_the_worker() {
