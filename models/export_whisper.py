@@ -12,7 +12,8 @@ Two tensor contracts (`--layout`); the network and the weights are the same:
 steno (default): built for speed on CPU.
   encoder  mel [N, n_mels, T] (T dynamic, <= 3000: no padding of short audio to 30 s)
            -> cross_k_i, cross_v_i [N, H, T/2, dh] for each decoder layer i (head-major)
-  decoder  tokens [N, n] i64, offset [1] i64, n_logits [1] i64 (1 <= n_logits <= n),
+  decoder  token_rows [N, n, D] f32 (the tokens' embedding rows, see TOKEN_ROWS below),
+           offset [1] i64, n_logits [1] i64 (1 <= n_logits <= n),
            past_k_i / past_v_i [N, H, offset, dh] (exactly the positions fed so far; [N, H, 0, dh]
            before the first call),
            cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
@@ -51,8 +52,20 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   65 against 63). On a CPU without VNNI the blocks encoder was slower (a 30 s window 940 ms
   against 607 ms): there `--int8-encoder dynamic` is the faster choice.
 
-The fp32 decoder's logits projection reads the Gather's table transposed (FusedMatMul transB), so
-the embedding is stored once. The encoder's self-attention is ONNX Runtime's MultiHeadAttention,
+TOKEN_ROWS (steno layout). The weights are external data, `<file>.data` beside each graph, every
+  tensor at a 4096-byte-aligned offset. The decoder does not look tokens up: its input is the
+  rows, which the caller reads from the logits projection's own table in that file. The
+  decoder's metadata_props say where: `token_rows` (`f32`: [n_vocab, D] f32 rows; `u8_block32`:
+  [n_vocab, D] uint8 with one f32 scale per 32 values, row = (q - 128) * scale, as MatMulNBits
+  dequantises), `token_rows_file`, `token_rows_offset` and, for u8, `token_rows_scales_offset`
+  ([n_vocab, D / 32] f32), in bytes.
+  Why: ONNX Runtime prepacks the logits weight into a copy of its own and frees the original
+  only when no other node reads it. With a Gather in the graph both stayed resident: 80 MB
+  more for fp32 tiny.en (decoder session 220 -> 120 MB over its baseline once the Gather
+  left; 20 MB for int8). The caller reads a few rows per step from the file instead.
+
+The fp32 decoder's logits projection reads the token table transposed (FusedMatMul transB), so
+the embedding is stored once (in the sherpa layout the Gather reads the same table). The encoder's self-attention is ONNX Runtime's MultiHeadAttention,
 which on CPU computes attention in blocks (flash attention) instead of materialising the
 [H, T/2, T/2] score matrix: a 30 s window's peak memory drops by about 70 MB, at the same speed.
 
@@ -76,6 +89,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnx.external_data_helper import set_external_data
 
 OPSET = 17
 LN_EPS = 1e-5
@@ -455,20 +469,26 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
     emb = f32(V["decoder/embeddings/weight"])
     zero = g.ints([0])
 
-    n = g.op("Shape", ["tokens"], start=1, end=2)  # [1]
+    # steno: the caller looks the token rows up itself (see TOKEN_ROWS) and feeds token_rows;
+    # sherpa: the graph gathers them from tokens.
+    rows_in = layout == "steno"
+    n = g.op("Shape", ["token_rows" if rows_in else "tokens"], start=1, end=2)  # [1]
     end = g.op("Add", ["offset", n])  # [1]
     if int8:
         assert int8 == "blocks", "the int8 decoder's tied embedding is MatMulNBits blocks"
         # One int8 table for the lookup and the logits: gather the rows' blocks and scales and
         # dequantise them, (q - 128) * scale, then [N, n, D / 32, 32] -> [N, n, D].
         emb_q8 = g.quantized("token_embedding", emb)
-        rows = g.op("Sub", [g.op("Cast", [g.op("Gather", [emb_q8[0], "tokens"], axis=0)], to=TensorProto.FLOAT),
-                            g.scalar_f(128.0)])
-        scales = g.op("Unsqueeze", [g.op("Gather", [emb_q8[1], "tokens"], axis=0), g.ints([3])])
-        tok = g.op("Reshape", [g.op("Mul", [rows, scales]), g.ints([0, 0, d])])
+        if rows_in:
+            tok = "token_rows"
+        else:
+            rows = g.op("Sub", [g.op("Cast", [g.op("Gather", [emb_q8[0], "tokens"], axis=0)], to=TensorProto.FLOAT),
+                                g.scalar_f(128.0)])
+            scales = g.op("Unsqueeze", [g.op("Gather", [emb_q8[1], "tokens"], axis=0), g.ints([3])])
+            tok = g.op("Reshape", [g.op("Mul", [rows, scales]), g.ints([0, 0, d])])
     else:
         tok_table = g.weight("token_embedding", emb)
-        tok = g.op("Gather", [tok_table, "tokens"], axis=0)  # [N, n, D]
+        tok = "token_rows" if rows_in else g.op("Gather", [tok_table, "tokens"], axis=0)  # [N, n, D]
     pos = g.op("Slice", [g.weight("dec_pos", f32(V["decoder/position_encodings/encodings"])), "offset", end, zero])
     x = g.op("Add", [tok, pos])
     mask = causal_mask(g, n, end)
@@ -546,7 +566,10 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         g.op("FusedMatMul", [last, tok_table], domain="com.microsoft", transB=1, alpha=1.0, outputs=["logits"])
 
     fl = TensorProto.FLOAT
-    inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "n_tokens"])]
+    if rows_in:
+        inputs = [helper.make_tensor_value_info("token_rows", fl, ["N", "n_tokens", d])]
+    else:
+        inputs = [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["N", "n_tokens"])]
     outputs = [helper.make_tensor_value_info("logits", fl, logits_dims)]
     if layout == "sherpa":
         cache = [L, "N", n_ctx, d]
@@ -575,6 +598,11 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
                 outputs.append(helper.make_tensor_value_info(f"present_{kind}_{i}", fl, ["N", n_head, "n_total", dh]))
         outputs.append(helper.make_tensor_value_info("cross_qk", fl, ["N", "n_tokens", len(alignment_heads), "T2"]))
     graph = helper.make_graph(g.nodes, "whisper_decoder", inputs, outputs, initializer=g.inits)
+    if rows_in:
+        metadata = dict(metadata, token_rows="u8_block32" if int8 else "f32",
+                        token_rows_table=emb_q8[0] if int8 else tok_table)
+        if int8:
+            metadata["token_rows_scales"] = emb_q8[1]
     return finish(graph, metadata)
 
 
@@ -590,6 +618,45 @@ def finish(graph, metadata):
         entry.key, entry.value = k, str(v)
     onnx.checker.check_model(model)
     return model
+
+
+EXTERNAL_ALIGN = 4096
+EXTERNAL_MIN_BYTES = 1024
+
+
+def save(model, path: Path, external: bool):
+    """Write `model` to `path`; with `external`, every initializer of EXTERNAL_MIN_BYTES or more
+    goes to `<path>.data`, each at an offset aligned to EXTERNAL_ALIGN (ONNX Runtime maps aligned
+    external data instead of copying it, and the model's protobuf no longer holds the weights
+    while the session is built: a lower peak while loading). A decoder's `token_rows_table` /
+    `token_rows_scales` metadata (initializer names) become `token_rows_file`,
+    `token_rows_offset` and `token_rows_scales_offset` (bytes into that file): see TOKEN_ROWS."""
+    props = {p.key: p for p in model.metadata_props}
+    if not external:
+        for key in ("token_rows_table", "token_rows_scales"):
+            assert key not in props, f"{key}: token rows need external data"
+        onnx.save(model, path)
+        return
+    data_name = path.name + ".data"
+    offsets = {}
+    with open(path.parent / data_name, "wb") as f:
+        for t in model.graph.initializer:
+            if len(t.raw_data) < EXTERNAL_MIN_BYTES:
+                continue
+            f.write(b"\0" * (-f.tell() % EXTERNAL_ALIGN))
+            offsets[t.name] = f.tell()
+            f.write(t.raw_data)
+            set_external_data(t, data_name, offsets[t.name], len(t.raw_data))
+            t.ClearField("raw_data")
+            t.data_location = TensorProto.EXTERNAL
+    for key, new_key in (("token_rows_table", "token_rows_offset"), ("token_rows_scales", "token_rows_scales_offset")):
+        if key in props:
+            entry = props[key]
+            entry.key, entry.value = new_key, str(offsets[entry.value])
+    if "token_rows_offset" in {p.key for p in model.metadata_props}:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "token_rows_file", data_name
+    onnx.save(model, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -683,18 +750,20 @@ def main():
 
     if args.layout == "steno":
         metadata["steno_layout"] = "1"
+    # sherpa-onnx reads a model's file into memory itself, so external data would not be found.
+    external = args.layout == "steno"
     enc = build_encoder(V, dims, metadata, args.layout)
-    onnx.save(enc, args.out / f"{args.name}-encoder.onnx")
+    save(enc, args.out / f"{args.name}-encoder.onnx", external)
     dec = build_decoder(V, dims, alignment_heads, metadata, args.layout)
-    onnx.save(dec, args.out / f"{args.name}-decoder.onnx")
+    save(dec, args.out / f"{args.name}-decoder.onnx", external)
     (args.out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     print(f"wrote {args.out}/{args.name}-{{encoder,decoder}}.onnx ({json.dumps(dims)})")
 
     if not args.no_int8:
         enc = build_encoder(V, dims, metadata, args.layout, int8=args.int8_encoder)
-        onnx.save(enc, args.out / f"{args.name}-encoder.int8.onnx")
+        save(enc, args.out / f"{args.name}-encoder.int8.onnx", external)
         dec = build_decoder(V, dims, alignment_heads, metadata, args.layout, int8="blocks")
-        onnx.save(dec, args.out / f"{args.name}-decoder.int8.onnx")
+        save(dec, args.out / f"{args.name}-decoder.int8.onnx", external)
         print(f"wrote {args.out}/{args.name}-{{encoder,decoder}}.int8.onnx")
 
 

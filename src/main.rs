@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    steno::memory::map_large_blocks();
     match cli::run() {
         Ok(code) => code,
         Err(e) => {

@@ -286,7 +286,25 @@ impl Runtime {
                     ),
                 })?;
         }
-        builder.commit_from_file(path).map_err(Error::ort(context()))
+        builder.commit_from_file(path).map_err(|e| {
+            // A graph whose weights are external data (`<file>.data`, steno's exports) fails
+            // without them with a message about paths; say which file is missing.
+            let data = PathBuf::from(format!("{}.data", path.display()));
+            let message = e.to_string();
+            if message.contains("xternal data") && !data.is_file() {
+                Error::ModelMissing {
+                    dir: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                    problem: format!(
+                        "{} is missing ({} keeps its weights there)",
+                        data.display(),
+                        path.display()
+                    ),
+                    fix: "run `models/provision`, or copy every file of the model folder".into(),
+                }
+            } else {
+                Error::ort(context())(e)
+            }
+        })
     }
 }
 

@@ -6,7 +6,7 @@
 //! steno (`models/export_whisper.py`, default):
 //! | tensor | dtype | shape |
 //! |---|---|---|
-//! | in `tokens` | i64 | `[N, n]` |
+//! | in `token_rows` | f32 | `[N, n, D]`: the tokens' embedding rows, which steno reads from the graph's own logits table ([`super::token_rows`]; exports before December 2026 take `tokens` `[N, n]` i64 instead, and steno feeds whichever the graph declares) |
 //! | in `offset` | i64 | `[1]`: tokens already in the cache |
 //! | in `n_logits` | i64 | `[1]`: logits wanted for the last `n_logits` fed positions (optional: older exports lack it and give 1) |
 //! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, offset, dh]`: `[N, H, 0, dh]` before the first call (exports before December 2026 read `[:offset]` of a longer one; exact lengths suit both) |
@@ -37,6 +37,7 @@ use ort::session::Session;
 use ort::session::SessionInputValue;
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 
+use super::token_rows::TokenRows;
 use super::{CrossKv, Layout, ModelSpec, check_outlet};
 use crate::error::{Error, Result};
 
@@ -93,6 +94,10 @@ pub struct Decoder {
     has_cross_qk: bool,
     /// The graph takes `n_logits` (logits of several positions: draft verification).
     has_n_logits: bool,
+    /// The graph takes `token_rows`, looked up here, instead of `tokens`.
+    token_rows: Option<TokenRows>,
+    /// The rows of the last call (reused from step to step).
+    rows_buf: Vec<f32>,
     past_names: Vec<String>,
     present_names: Vec<String>,
     cross_names: Vec<String>,
@@ -107,7 +112,20 @@ impl Decoder {
             tensor: tensor.into(),
             problem,
         };
-        check_outlet(path, session.inputs(), "tokens", Int64, 2)?;
+        let token_rows = if session.inputs().iter().any(|o| o.name() == "token_rows") {
+            let dims = check_outlet(path, session.inputs(), "token_rows", Float32, 3)?;
+            if dims[2] >= 0 && dims[2] as usize != d {
+                return Err(contract(
+                    "token_rows",
+                    format!("width {}, metadata says n_text_state {d}", dims[2]),
+                ));
+            }
+            let metadata = super::custom_metadata(&session, path)?;
+            Some(TokenRows::open(path, &metadata, d, spec.n_vocab)?)
+        } else {
+            check_outlet(path, session.inputs(), "tokens", Int64, 2)?;
+            None
+        };
         check_outlet(path, session.inputs(), "offset", Int64, 1)?;
         let logits = check_outlet(path, session.outputs(), "logits", Float32, 3)?;
         if logits[2] >= 0 && logits[2] as usize != spec.n_vocab {
@@ -182,6 +200,8 @@ impl Decoder {
             fixed_cache,
             has_cross_qk,
             has_n_logits,
+            token_rows,
+            rows_buf: Vec::new(),
             past_names,
             present_names,
             cross_names,
@@ -356,17 +376,28 @@ impl Decoder {
         rows: &mut Vec<f32>,
     ) -> Result<Option<CrossQk>> {
         let batch = cache.batch;
-        let ids: Vec<i64> = tokens.iter().map(|&t| i64::from(t)).collect();
+        let ids: Vec<i64>;
         let offset = [cache.len as i64];
         let wanted = [n_logits as i64];
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(2 + cache.values.len() + cross.values.len());
-        inputs.push((
-            "tokens".into(),
-            TensorRef::from_array_view(([batch, n], ids.as_slice()))
-                .map_err(Error::ort("creating the tokens tensor"))?
-                .into(),
-        ));
+            Vec::with_capacity(3 + cache.values.len() + cross.values.len());
+        if let Some(table) = self.token_rows.as_mut() {
+            table.gather(tokens, &mut self.rows_buf)?;
+            inputs.push((
+                "token_rows".into(),
+                TensorRef::from_array_view(([batch, n, table.width()], self.rows_buf.as_slice()))
+                    .map_err(Error::ort("creating the token_rows tensor"))?
+                    .into(),
+            ));
+        } else {
+            ids = tokens.iter().map(|&t| i64::from(t)).collect();
+            inputs.push((
+                "tokens".into(),
+                TensorRef::from_array_view(([batch, n], ids.as_slice()))
+                    .map_err(Error::ort("creating the tokens tensor"))?
+                    .into(),
+            ));
+        }
         inputs.push((
             "offset".into(),
             TensorRef::from_array_view(([1usize], &offset[..]))

@@ -176,6 +176,7 @@ fn mixed_layouts_are_a_contract_error_naming_the_tensor() {
     let sherpa = model_dir("tiny.en-sherpa");
     for (from, name) in [
         (steno.join("tiny.en-encoder.onnx"), "tiny.en-encoder.onnx"),
+        (steno.join("tiny.en-encoder.onnx.data"), "tiny.en-encoder.onnx.data"),
         (sherpa.join("tiny.en-decoder.onnx"), "tiny.en-decoder.onnx"),
         (steno.join("tiny.en-tokens.txt"), "tiny.en-tokens.txt"),
     ] {

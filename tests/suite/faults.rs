@@ -102,6 +102,9 @@ fn model_folder_missing_a_file() {
         ("tiny.en-encoder.onnx", "no `*-encoder.onnx` file"),
         ("tiny.en-decoder.onnx", "tiny.en-decoder.onnx is missing"),
         ("tiny.en-tokens.txt", "tiny.en-tokens.txt is missing"),
+        // The weights, external data beside each graph.
+        ("tiny.en-decoder.onnx.data", "tiny.en-decoder.onnx.data is missing"),
+        ("tiny.en-encoder.onnx.data", "tiny.en-encoder.onnx.data is missing"),
     ] {
         let dir = model_copy("tiny.en", tmp.path(), file);
         std::fs::remove_file(dir.join(file)).unwrap();
@@ -141,6 +144,17 @@ fn truncated_or_corrupt_onnx_names_the_file() {
         replace(&dir, file, &bytes);
         let run = transcribe_with_model(&dir, &[]);
         assert_one_line(&run, 2, &[dir.join(file).to_str().unwrap()]);
+    }
+    // A truncated weights file is reported against the graph that reads it.
+    for (case, graph) in [
+        ("enc-data-half", "tiny.en-encoder.onnx"),
+        ("dec-data-half", "tiny.en-decoder.onnx"),
+    ] {
+        let dir = model_copy("tiny.en", tmp.path(), case);
+        let data = format!("{graph}.data");
+        replace(&dir, &data, &prefix_of("tiny.en", &data, 0.5));
+        let run = transcribe_with_model(&dir, &[]);
+        assert_one_line(&run, 2, &[dir.join(graph).to_str().unwrap()]);
     }
 }
 
@@ -187,8 +201,13 @@ fn layouts_swapped_between_folders() {
         ),
     ] {
         let dir = model_copy(base, tmp.path(), case);
-        std::fs::remove_file(dir.join(file)).unwrap();
-        std::os::unix::fs::symlink(from.join(file), dir.join(file)).unwrap();
+        // The graph and, where it has one, its weights file.
+        for name in [file.to_string(), format!("{file}.data")] {
+            let _ = std::fs::remove_file(dir.join(&name));
+            if from.join(&name).exists() {
+                std::os::unix::fs::symlink(from.join(&name), dir.join(&name)).unwrap();
+            }
+        }
         let run = transcribe_with_model(&dir, &[]);
         let decoder = dir.join("tiny.en-decoder.onnx");
         assert_one_line(
