@@ -289,7 +289,9 @@ impl Runtime {
         builder.commit_from_file(path).map_err(|e| {
             // A graph whose weights are external data (`<file>.data`, steno's exports) fails
             // without them with a message about paths; say which file is missing.
-            let data = PathBuf::from(format!("{}.data", path.display()));
+            let mut data = path.as_os_str().to_owned();
+            data.push(".data");
+            let data = PathBuf::from(data);
             let message = e.to_string();
             if message.contains("xternal data") && !data.is_file() {
                 Error::ModelMissing {

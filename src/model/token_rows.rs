@@ -43,8 +43,9 @@ pub(crate) struct TokenRows {
     offset: u64,
     d: usize,
     n_vocab: usize,
-    /// One row's bytes (reused from call to call).
+    /// One row's bytes and, for `u8_block32`, its scales (reused from call to call).
     bytes: Vec<u8>,
+    scales: Vec<f32>,
 }
 
 impl TokenRows {
@@ -125,6 +126,7 @@ impl TokenRows {
             d,
             n_vocab,
             bytes: Vec::new(),
+            scales: Vec::new(),
         })
     }
 
@@ -157,13 +159,14 @@ impl TokenRows {
                 Kind::U8Block32 { scales_offset } => {
                     let blocks = self.d / BLOCK;
                     self.read(scales_offset + (t * blocks * 4) as u64, blocks * 4)?;
-                    let scales: Vec<f32> = self
-                        .bytes
-                        .chunks_exact(4)
-                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                        .collect();
+                    self.scales.clear();
+                    self.scales.extend(
+                        self.bytes
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                    );
                     self.read(self.offset + (t * self.d) as u64, self.d)?;
-                    dequantise_row(&self.bytes, &scales, out);
+                    dequantise_row(&self.bytes, &self.scales, out);
                 }
             }
         }
