@@ -6,7 +6,7 @@
 //! steno (`models/export_whisper.py`, default):
 //! | tensor | dtype | shape |
 //! |---|---|---|
-//! | in `token_rows` | f32 | `[N, n, D]`: the tokens' embedding rows, which steno reads from the graph's own logits table ([`super::token_rows`]; exports before December 2026 take `tokens` `[N, n]` i64 instead, and steno feeds whichever the graph declares) |
+//! | in `token_rows` | f32 | `[N, n, D]`: the tokens' embedding rows, which steno reads from the graph's own logits table (`model/token_rows.rs`; exports before December 2026 take `tokens` `[N, n]` i64 instead, and steno feeds whichever the graph declares) |
 //! | in `offset` | i64 | `[1]`: tokens already in the cache |
 //! | in `n_logits` | i64 | `[1]`: logits wanted for the last `n_logits` fed positions (optional: older exports lack it and give 1) |
 //! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, offset, dh]`: `[N, H, 0, dh]` before the first call (exports before December 2026 read `[:offset]` of a longer one; exact lengths suit both) |

@@ -4,7 +4,9 @@
 //! Two layouts load (see [`encoder`] and [`decoder`] for the exact tensor contracts):
 //! - steno's own export (`models/export_whisper.py`): per-layer head-major caches and cross K/V
 //!   (no copies per decoding step; one row of cross K/V serves every beam), dynamic mel and
-//!   cache lengths, last-position logits, and a `cross_qk` output for word timestamps;
+//!   cache lengths, last-position logits, and a `cross_qk` output for word timestamps; weights
+//!   in `<graph>.onnx.data` beside each graph, and a decoder that takes the tokens' embedding
+//!   rows, which `token_rows.rs` reads from that file (one resident copy of the embedding);
 //! - sherpa-onnx's export (`scripts/whisper/export-onnx.py`), unchanged: stacked `[L, N, T, D]`
 //!   tensors, 3000 mel frames, a 448-position cache, logits for every position.
 //!
@@ -77,7 +79,8 @@ pub enum ModelVariant {
     /// `*-encoder.onnx`, `*-decoder.onnx`.
     #[default]
     Fp32,
-    /// `*-encoder.int8.onnx`, `*-decoder.int8.onnx` (dynamic int8 MatMul weights).
+    /// `*-encoder.int8.onnx`, `*-decoder.int8.onnx` (int8 weights; steno's export: MatMulNBits
+    /// blocks of 32).
     Int8,
 }
 
