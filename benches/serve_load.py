@@ -20,7 +20,7 @@ for --seconds (default: the file's length), then {"type":"end"}. The latency of 
 arrival time minus the time the chunk holding its `end` sample was sent (= t0 + end when the client
 keeps pace), counted for finals with reason "silence" only (a max-length cut or the end-of-input
 flush has no end of speech); compute_p50/p95_s is the server's compute_ms (endpoint decision to
-final: queueing and decoding). Per stream: finals, latency p50/p95/max, dropped_samples of the last stats event, the
+final: queueing and decoding); --finals-log FILE appends every final as a JSON line. Per stream: finals, latency p50/p95/max, dropped_samples of the last stats event, the
 client's worst lateness in sending a chunk (max_send_lag_s), the close code. ok = every stream
 closed with 1000 after a stats event, has finals, p95 <= --max-p95 (1.0 s) and dropped == 0.
 With --pid, the server's RSS (VmRSS of /proc/PID/status) is sampled before, during (every 0.25 s)
@@ -122,7 +122,7 @@ async def one_stream(i: int, args, audio: bytes, rate: int, name: str, offset_s:
 
     res = {"stream": i, "file": name, "offset_s": round(offset_s, 1), "audio_s": round(total_bytes / width / rate, 2),
            "finals": 0, "partials": 0, "latencies": [], "other_finals": 0, "compute_ms": [], "dropped": None, "stats": None, "close_code": None,
-           "errors": [], "warnings": 0, "max_send_lag_s": 0.0}
+           "errors": [], "warnings": 0, "max_send_lag_s": 0.0, "final_events": []}
     url = args.base_url.rstrip("/")
     url = ("wss://" + url[8:] if url.startswith("https://") else "ws://" + url.split("://", 1)[-1]) + "/v1/stream"
     await start_barrier.wait()
@@ -197,6 +197,10 @@ async def one_stream(i: int, args, audio: bytes, rate: int, name: str, offset_s:
                         res["other_finals"] += 1
                     if "compute_ms" in ev:
                         res["compute_ms"].append(float(ev["compute_ms"]) / 1e3)
+                    res["final_events"].append({
+                        "stream": i, "file": name, "start": ev.get("start"), "end": end,
+                        "reason": ev.get("reason"), "latency_s": r3(now - ref), "compute_ms": ev.get("compute_ms"),
+                        "text": ev.get("text")})
                 elif kind == "partial":
                     res["partials"] += 1
                 elif kind == "stats":
@@ -246,6 +250,11 @@ async def run_streams(args, n: int, files: list[tuple[str, bytes, int]]) -> dict
     await asyncio.sleep(args.settle)
     rss_after = rss_kib(args.pid)
 
+    if args.finals_log:
+        with open(args.finals_log, "a") as log:
+            for r in results:
+                for f in r["final_events"]:
+                    log.write(json.dumps({"n": n, **f}) + "\n")
     per_stream, all_lat, ok = [], [], True
     for r in results:
         lat = r["latencies"]
@@ -403,6 +412,8 @@ def main() -> None:
                    help="start offset added per round of files so equal files do not run in lockstep (default 37 s)")
     s.add_argument("--pause", type=float, default=5.0, help="seconds between sweep runs (default 5)")
     s.add_argument("--settle", type=float, default=1.0, help="seconds after a run before the 'after' RSS (default 1)")
+    s.add_argument("--finals-log", default=None,
+                   help="append one JSON line per final event (stream, start, end, reason, latency, compute_ms, text)")
     s.add_argument("--tail-timeout", type=float, default=60.0,
                    help="seconds after the audio ends to wait for the close (default 60)")
     s.add_argument("files", nargs="*", help="16 kHz mono s16 WAVs (default: ../shared/eval/longform/*.wav)")

@@ -96,6 +96,8 @@ pub struct Decoder {
     has_n_logits: bool,
     /// The graph takes `token_rows`, looked up here, instead of `tokens`.
     token_rows: Option<TokenRows>,
+    /// Runs go through this job's stop flag when set (`WhisperModel::set_stop`).
+    pub(super) stop: Option<super::Stop>,
     /// The rows of the last call (reused from step to step).
     rows_buf: Vec<f32>,
     past_names: Vec<String>,
@@ -201,6 +203,7 @@ impl Decoder {
             has_cross_qk,
             has_n_logits,
             token_rows,
+            stop: None,
             rows_buf: Vec::new(),
             past_names,
             present_names,
@@ -418,10 +421,11 @@ impl Decoder {
         for (name, value) in self.cross_names.iter().zip(&cross.values) {
             inputs.push((name.as_str().into(), value.into()));
         }
-        let mut out = self
-            .session
-            .run(inputs)
-            .map_err(Error::ort(format!("running {}", self.path.display())))?;
+        let out = match &self.stop {
+            Some(stop) => self.session.run_with_options(inputs, stop.run_options()),
+            None => self.session.run(inputs),
+        };
+        let mut out = out.map_err(Error::ort(format!("running {}", self.path.display())))?;
         let missing = |name: &str| Error::Contract {
             path: self.path.clone(),
             tensor: name.into(),

@@ -84,6 +84,8 @@ pub struct Encoder {
     n_mels: usize,
     frames: MelFrames,
     outputs: Vec<String>,
+    /// Runs go through this job's stop flag when set (`WhisperModel::set_stop`).
+    pub(super) stop: Option<super::Stop>,
 }
 
 impl Encoder {
@@ -113,6 +115,7 @@ impl Encoder {
             n_mels: spec.n_mels,
             frames,
             outputs,
+            stop: None,
         })
     }
 
@@ -163,10 +166,12 @@ impl Encoder {
         };
         let input = TensorRef::from_array_view(([windows.len(), self.n_mels, frames], mel))
             .map_err(Error::ort("creating the mel tensor"))?;
-        let mut out = self
-            .session
-            .run(ort::inputs!["mel" => input])
-            .map_err(Error::ort(format!("running {}", self.path.display())))?;
+        let inputs = ort::inputs!["mel" => input];
+        let out = match &self.stop {
+            Some(stop) => self.session.run_with_options(inputs, stop.run_options()),
+            None => self.session.run(inputs),
+        };
+        let mut out = out.map_err(Error::ort(format!("running {}", self.path.display())))?;
         let mut values = Vec::with_capacity(self.outputs.len());
         for name in &self.outputs {
             values.push(out.remove(name.as_str()).ok_or_else(|| Error::Contract {

@@ -525,6 +525,44 @@ impl WhisperModel {
     }
 }
 
+impl WhisperModel {
+    /// Make the following model calls stoppable by `stop` (`None`: not stoppable, the default).
+    pub(crate) fn set_stop(&mut self, stop: Option<Stop>) {
+        self.encoder.stop = stop.clone();
+        self.decoder.stop = stop;
+    }
+}
+
+/// Stops the model calls of one job from another thread: a live partial that a final
+/// overtakes (see `engine::Running`). ONNX Runtime checks the flag between graph nodes, so the
+/// running call ends within one node, and every later call of the job fails at once; the job
+/// ends with an ONNX Runtime error that the worker recognises by [`Stop::fired`].
+#[derive(Clone)]
+pub(crate) struct Stop(Arc<(ort::session::RunOptions, std::sync::atomic::AtomicBool)>);
+
+impl Stop {
+    pub(crate) fn new() -> Result<Stop> {
+        let options = ort::session::RunOptions::new().map_err(Error::ort("creating run options"))?;
+        Ok(Stop(Arc::new((options, std::sync::atomic::AtomicBool::new(false)))))
+    }
+
+    /// Ask the calls to stop (no effect after the job has ended).
+    pub(crate) fn fire(&self) {
+        self.0.1.store(true, std::sync::atomic::Ordering::Release);
+        if let Err(e) = self.0.0.terminate() {
+            tracing::warn!(error = %e, "could not stop a model call");
+        }
+    }
+
+    pub(crate) fn fired(&self) -> bool {
+        self.0.1.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn run_options(&self) -> &ort::session::RunOptions {
+        &self.0.0
+    }
+}
+
 /// A session's `metadata_props`.
 pub(crate) fn custom_metadata(session: &ort::session::Session, path: &Path) -> Result<HashMap<String, String>> {
     let context = || format!("reading metadata of {}", path.display());

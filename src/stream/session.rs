@@ -122,6 +122,9 @@ pub struct StreamStats {
     pub final_jobs: u64,
     /// Finals that reused their last partial's encoder window (no encoder run, no search).
     pub reused_finals: u64,
+    /// Partials stopped midway on the worker by a more urgent job of any stream (a final, or
+    /// a partial heard in a pause); the next hop asks again.
+    pub stopped_partials: u64,
     /// Samples dropped because the coordinator fell behind (live pacing only).
     pub dropped_samples: u64,
 }
@@ -479,7 +482,13 @@ struct Coordinator {
     /// final to reuse) ending at this mel frame: forgotten once the speech goes on past what
     /// a final could reuse it for (`forget_kept_window`).
     window_kept: Option<u64>,
+    /// This stream's partials stopped in a row by more urgent jobs (`WindowJob::stoppable`).
+    stopped_in_row: u32,
 }
+
+/// After this many of a stream's partials in a row were stopped, its next one runs to the end
+/// (under a steady run of finals the stream still shows text).
+const MAX_STOPPED_IN_ROW: u32 = 2;
 
 impl Drop for Coordinator {
     /// However the stream ends, the worker drops what it keeps for it.
@@ -559,6 +568,7 @@ impl Coordinator {
             last_stats_audio_s: 0.0,
             last_end_s: 0.0,
             window_kept: None,
+            stopped_in_row: 0,
         })
     }
 
@@ -1155,6 +1165,9 @@ impl Coordinator {
             start_frame: window_start,
             reuse,
             keep_window,
+            stoppable: matches!(kind, JobKind::Partial { .. })
+                && !keep_window
+                && self.stopped_in_row < MAX_STOPPED_IN_ROW,
         };
         match kind {
             JobKind::Partial { .. } => self.stats.partial_jobs += 1,
@@ -1194,6 +1207,19 @@ impl Coordinator {
     fn on_outcome(&mut self, outcome: Result<WindowOutcome>) {
         let Some(job) = self.in_flight.take() else { return };
         self.busy_ms += job.submitted.elapsed().as_secs_f64() * 1e3;
+        if matches!(job.kind, JobKind::Partial { .. }) {
+            if outcome.as_ref().is_ok_and(|o| o.stopped) {
+                // Nothing learned; the next hop asks again (the worker serves the more
+                // urgent job first). A pending endpoint goes next, as below.
+                self.stats.stopped_partials += 1;
+                self.stopped_in_row += 1;
+                if let Some((endpoint, decided)) = self.endpoint.take() {
+                    self.submit_final(endpoint, decided);
+                }
+                return;
+            }
+            self.stopped_in_row = 0;
+        }
         if let Ok(o) = &outcome {
             self.partial_not_before = self.duty_cycle_rest(o.encode_ms + o.decode_ms);
         }

@@ -75,6 +75,9 @@ pub struct WindowJob {
     /// any other window drops the stream's entry (a later final cannot reuse an earlier
     /// window, and a window heard mid-speech is stale by the next hop).
     pub keep_window: bool,
+    /// A more urgent job may stop this one midway (`engine::Running`): ordinary partials,
+    /// unless the stream's last ones were stopped.
+    pub stoppable: bool,
 }
 
 impl WindowJob {
@@ -157,6 +160,8 @@ pub struct WindowOutcome {
     pub decode_ms: f64,
     /// The job reused its stream's last window ([`WindowJob::reuse`]).
     pub reused: bool,
+    /// A more urgent job stopped this one ([`WindowJob::stoppable`]): nothing else is set.
+    pub stopped: bool,
 }
 
 /// Tokens forced in the pre-sizing window: the most one live window can hold (Whisper's
@@ -207,6 +212,7 @@ pub(crate) fn presize(handle: &EngineHandle, options: Arc<TranscribeOptions>) ->
         start_frame: 0,
         reuse: None,
         keep_window: false,
+        stoppable: false,
     };
     let (rx, _ticket) = handle.submit_window(job)?;
     rx.recv()
@@ -422,5 +428,6 @@ fn decode_job(model: &mut WhisperModel, job: &WindowJob, cross: &CrossKv, encode
         encode_ms,
         decode_ms,
         reused: false,
+        stopped: false,
     })
 }
