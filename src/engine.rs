@@ -923,7 +923,11 @@ mod tests {
     #[test]
     fn a_final_stops_the_running_stoppable_partial() {
         let (partial, last) = stops_for_a_final(true);
-        assert!(partial.stopped, "the partial ran to its end ({} tokens)", partial.tokens.len());
+        assert!(
+            partial.stopped,
+            "the partial ran to its end ({} tokens)",
+            partial.tokens.len()
+        );
         assert!(partial.tokens.is_empty());
         assert!(!last.stopped);
         assert!(
