@@ -28,7 +28,8 @@
 //! The output cache of one call is the input of the next, passed as the same ONNX Runtime value
 //! (no copy on our side). sherpa-onnx's graph applies a causal mask that is only right when a
 //! multi-token call starts at offset 0, so for those models later multi-token feeds go one
-//! token at a time.
+//! token at a time. steno's graphs take a long feed in calls of at most [`FEED_CHUNK`] tokens,
+//! which bounds the memory of the cross-attention scores.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,13 @@ impl KvCache {
         self.batch
     }
 }
+
+/// Longest feed of one decoder call (steno layout; [`Decoder::forward_rows`] splits longer
+/// ones). The graph's cross-attention scores are `[N, H, n, T/2]`: at n = 224 on a 30 s window
+/// 8 MB per tensor, a few of them live at once, and ONNX Runtime's arena keeps that high-water
+/// mark for the process's life (a 20-minute file, int8: the peak rose with the prompt's length,
+/// 34 MB in the first windows).
+const FEED_CHUNK: usize = 32;
 
 /// Cross-attention scores of the alignment heads, `[batch, tokens, heads, frames]` row-major.
 #[derive(Debug, Clone)]
@@ -364,7 +372,66 @@ impl Decoder {
             }
             return Ok(None);
         }
+        if self.layout == Layout::Steno && n > FEED_CHUNK {
+            return self.run_in_pieces(tokens, n, cache, cross, want_qk, n_logits, logits);
+        }
         self.run(tokens, n, cache, cross, want_qk, n_logits, logits)
+    }
+
+    /// A long feed (a window's prompt, up to 224 tokens; a final's alignment pass) as calls of
+    /// at most [`FEED_CHUNK`] tokens each, the last one also holding the `n_logits` positions.
+    /// Same positions and the same arithmetic per position (each attends to the cache and to
+    /// the tokens before it); fp32 transcripts of the eval sets are unchanged, int8 ones move
+    /// slightly where ONNX Runtime's int8 kernels round differently for another row count.
+    #[allow(clippy::too_many_arguments)]
+    fn run_in_pieces(
+        &mut self,
+        tokens: &[u32],
+        n: usize,
+        cache: &mut KvCache,
+        cross: &CrossKv,
+        want_qk: bool,
+        n_logits: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<Option<CrossQk>> {
+        let batch = cache.batch;
+        let mut pieces: Vec<CrossQk> = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let left = n - start;
+            // The last piece keeps at least the positions whose logits are wanted.
+            let len = if left > FEED_CHUNK && left - FEED_CHUNK >= n_logits {
+                FEED_CHUNK
+            } else {
+                left
+            };
+            let last = start + len == n;
+            let piece: Vec<u32> = (0..batch)
+                .flat_map(|b| tokens[b * n + start..b * n + start + len].iter().copied())
+                .collect();
+            let wanted = if last { n_logits } else { 1 };
+            if let Some(qk) = self.run(&piece, len, cache, cross, want_qk, wanted, logits)? {
+                pieces.push(qk);
+            }
+            start += len;
+        }
+        if !want_qk {
+            return Ok(None);
+        }
+        let (heads, frames) = pieces.first().map_or((0, 0), |q| (q.heads, q.frames));
+        let row = heads * frames;
+        let mut data = Vec::with_capacity(batch * n * row);
+        for b in 0..batch {
+            for q in &pieces {
+                data.extend_from_slice(&q.data[b * q.tokens * row..(b + 1) * q.tokens * row]);
+            }
+        }
+        Ok(Some(CrossQk {
+            data,
+            tokens: n,
+            heads,
+            frames,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]

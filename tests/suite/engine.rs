@@ -474,3 +474,76 @@ fn rewound_and_reordered_caches_decode_like_fresh_ones() {
         );
     }
 }
+
+/// A feed longer than one decoder call's piece (the decoder splits it into calls of 32 tokens)
+/// gives, for each row, the logits and alignment-head scores of feeding one token at a time.
+#[test]
+fn a_long_feed_split_into_pieces_decodes_like_single_steps() {
+    let (mut model, mel) = tiny_fp32_and_jfk_mel();
+    let window = mel.window(0, 1000, mel.data()[0]);
+    let cross = model.encoder.encode(&window, 1000).expect("encodes");
+    let (sot, no_ts) = (model.tokens.sot, model.tokens.no_timestamps);
+    // " And so my fellow Americans, ask not what your country can do for you." in a loop.
+    let text = [
+        843u32, 523, 616, 5891, 3399, 11, 1265, 407, 644, 534, 1499, 460, 466, 329, 345, 13,
+    ];
+    let n = 80;
+    let rows: Vec<Vec<u32>> = (0..2)
+        .map(|r| {
+            [sot, no_ts]
+                .into_iter()
+                .chain(text.iter().copied().cycle().skip(3 * r).take(n - 2))
+                .collect()
+        })
+        .collect();
+    let mut cache = model.decoder.new_cache(2).unwrap();
+    let mut logits = Vec::new();
+    let qk = model
+        .decoder
+        .forward_rows(&rows.concat(), n, &mut cache, &cross, true, 3, &mut logits)
+        .unwrap()
+        .expect("alignment-head scores");
+    assert_eq!((cache.len(), qk.tokens), (n, n));
+
+    let mut steps = model.decoder.new_cache(2).unwrap();
+    let fed: Vec<_> = (0..n)
+        .map(|i| {
+            let (l, q) = model
+                .decoder
+                .forward(&[rows[0][i], rows[1][i]], 1, &mut steps, &cross, true)
+                .unwrap();
+            (l, q.expect("alignment-head scores"))
+        })
+        .collect();
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-3, "{what}: differs by {worst}");
+    };
+    let v = model.decoder.n_vocab();
+    let row = qk.heads * qk.frames;
+    for b in 0..2 {
+        for j in 0..3 {
+            let at = (b * 3 + j) * v;
+            let step = &fed[n - 3 + j].0;
+            close(
+                &logits[at..at + v],
+                &step[b * v..(b + 1) * v],
+                &format!("row {b}, logits {j}"),
+            );
+        }
+        for i in [0, 31, 32, 63, 64, n - 1] {
+            let at = (b * n + i) * row;
+            let step = &fed[i].1.data;
+            close(
+                &qk.data[at..at + row],
+                &step[b * row..(b + 1) * row],
+                &format!("row {b}, scores of token {i}"),
+            );
+        }
+    }
+}
