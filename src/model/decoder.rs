@@ -28,7 +28,7 @@
 //! The output cache of one call is the input of the next, passed as the same ONNX Runtime value
 //! (no copy on our side). sherpa-onnx's graph applies a causal mask that is only right when a
 //! multi-token call starts at offset 0, so for those models later multi-token feeds go one
-//! token at a time. steno's graphs take a long feed in calls of at most [`FEED_CHUNK`] tokens,
+//! token at a time. steno's graphs take a long feed in calls of at most 32 tokens (`FEED_CHUNK`),
 //! which bounds the memory of the cross-attention scores.
 
 use std::borrow::Cow;
