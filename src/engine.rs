@@ -355,7 +355,9 @@ fn serve_one(
     };
     running.set(stop.clone().map(|s| (job.urgency(), s)));
     model.set_stop(stop.clone());
+    model.decoder.set_whole_feeds(true);
     let result = guarded(&what, || run_window(model, &job, cache));
+    model.decoder.set_whole_feeds(false);
     model.set_stop(None);
     running.set(None);
     let stopped = stop.is_some_and(|s| s.fired()) && result.is_err();

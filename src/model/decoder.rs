@@ -106,6 +106,8 @@ pub struct Decoder {
     token_rows: Option<TokenRows>,
     /// Runs go through this job's stop flag when set (`WhisperModel::set_stop`).
     pub(super) stop: Option<super::Stop>,
+    /// Feed long token runs in one call ([`Decoder::set_whole_feeds`]).
+    whole_feeds: bool,
     /// The rows of the last call (reused from step to step).
     rows_buf: Vec<f32>,
     past_names: Vec<String>,
@@ -212,6 +214,7 @@ impl Decoder {
             has_n_logits,
             token_rows,
             stop: None,
+            whole_feeds: false,
             rows_buf: Vec::new(),
             past_names,
             present_names,
@@ -372,10 +375,20 @@ impl Decoder {
             }
             return Ok(None);
         }
-        if self.layout == Layout::Steno && n > FEED_CHUNK {
+        if self.layout == Layout::Steno && n > FEED_CHUNK && !self.whole_feeds {
             return self.run_in_pieces(tokens, n, cache, cross, want_qk, n_logits, logits);
         }
         self.run(tokens, n, cache, cross, want_qk, n_logits, logits)
+    }
+
+    /// Feed long token runs in one call (`true`) or in pieces of at most 32 tokens (`false`,
+    /// the default; see `FEED_CHUNK`). Live windows take one call: each piece is one more
+    /// pass over the decoder's layers and logits, and with 8 server streams (tiny.en int8)
+    /// pieces made the median partial's decoding 37 → 51 ms and the worst stream's
+    /// end-of-speech → final p95 0.87–0.92 → 1.19 s. A live worker's arena is sized by its
+    /// largest window at the start anyway (`stream::window::presize`).
+    pub fn set_whole_feeds(&mut self, whole: bool) {
+        self.whole_feeds = whole;
     }
 
     /// A long feed (a window's prompt, up to 224 tokens; a final's alignment pass) as calls of
