@@ -901,8 +901,8 @@ mod tests {
         let (partial, _) = handle
             .submit_window(long_job(&handle, 1, false, stoppable))
             .expect("queued");
-        // Once the worker runs the partial (it is stoppable and registered, or it is not and
-        // the ticket's queue is empty), a final of another stream arrives.
+        // Once the worker runs the partial (a stoppable one registers itself; an unstoppable
+        // one is given a moment), a final of another stream is queued.
         let waited = std::time::Instant::now();
         while stoppable && handle.running.0.lock().unwrap().is_none() {
             assert!(waited.elapsed().as_secs() < 10, "the partial never started");
