@@ -12,7 +12,7 @@
 //! - Channels are averaged into mono; the sample rate is converted with rubato's FFT
 //!   resampler (16 kHz input passes through untouched). Integer PCM is scaled by
 //!   2^(bits-1), matching whisper's `load_audio` (`int16 / 32768`) for 16-bit files.
-//! - Every decoder hands its samples to one [`Intake`], which refuses what cannot be audio
+//! - Every decoder hands its samples to one `Intake`, which refuses what cannot be audio
 //!   (a non-finite sample, a float sample far outside [-1, 1], input past
 //!   [`AudioLimits::max_duration_s`]) naming the file and the first bad sample, downmixes,
 //!   and passes mono chunks on. [`stream_audio`] resamples those chunks to 16 kHz as they come
@@ -365,7 +365,7 @@ pub fn read_audio_bytes(bytes: &[u8], label: &str) -> Result<Audio, AudioError> 
 
 /// Decodes `path` chunk by chunk, handing 16 kHz mono samples to `on_samples` as they are
 /// decoded and resampled: memory stays that of a chunk whatever the file's length. Every
-/// check of [`read_audio`] applies (the same decoders, through the same [`Intake`]), plus
+/// check of [`read_audio`] applies (the same decoders, through the same `Intake`), plus
 /// `limits`. `on_samples` may stop the read by returning an error (e.g.
 /// [`AudioError::Stopped`]), which is passed back.
 pub fn stream_audio(
@@ -444,7 +444,7 @@ fn collect(
     })
 }
 
-/// Runs `decode` into an [`Intake`] whose mono chunks are resampled to 16 kHz (by one
+/// Runs `decode` into an `Intake` whose mono chunks are resampled to 16 kHz (by one
 /// [`StreamResampler`] made when the rate is known; 16 kHz passes through) and handed to
 /// `on_samples`; flushes the resampler at the end.
 fn to_16k(

@@ -176,7 +176,7 @@ impl TimestampRules {
 ///
 /// This runs over the whole vocabulary for every hypothesis at every step (51,864 entries, five
 /// rows in a beam step), where libm's scalar `exp` took about a quarter of a millisecond per
-/// row. So the terms use [`exp_nonpositive`], which the compiler vectorises, summed in blocks of
+/// row. So the terms use `exp_nonpositive`, which the compiler vectorises, summed in blocks of
 /// 64 in eight f32 lanes and the blocks in f64: within 1e-6 of the f64 sum of libm `exp`s.
 pub fn log_sum_exp(x: &[f32]) -> f32 {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
