@@ -75,7 +75,8 @@ pub struct RuntimeConfig {
     pub library: Option<PathBuf>,
     /// Directory holding `runtime/` and the model folders. Default: [`default_models_dir`].
     pub models_dir: PathBuf,
-    /// ONNX Runtime's CPU memory arena: faster (a longform file: 10.2–10.9 s against
+    /// ONNX Runtime's CPU memory arena, one for all CPU sessions of the process (see
+    /// `shared_arena` in this module's source): faster (a longform file: 10.2–10.9 s against
     /// 11.7–11.8 s without), but it keeps its high-water mark for the process's life (`steno
     /// serve --no-memory-arena` trades the speed for memory that returns to its baseline).
     /// Default: true.
@@ -149,6 +150,60 @@ impl std::fmt::Debug for Runtime {
 
 /// The library loaded in this process and its environment (ONNX Runtime loads once).
 static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+/// Reserved for the shared CPU arena's first region ([`shared_arena`]). Only the pages a run
+/// touches become resident, so a size above the largest window's needs costs address space, not
+/// memory: tiny.en's 30 s window uses about 40 MiB of it.
+const SHARED_ARENA_FIRST_REGION_BYTES: usize = 64 << 20;
+
+/// Whether [`shared_arena`] has registered the process's CPU arena (once per environment, and
+/// the process has one).
+static SHARED_ARENA: Mutex<bool> = Mutex::new(false);
+
+/// Register one CPU memory arena on the environment for every CPU session that keeps an arena
+/// (`session.use_env_allocators`), instead of one arena per session.
+///
+/// Why: each arena keeps its own high-water mark for the process's life, so with one per
+/// session the encoder's 30 s activations (freed when the encoder returns) and the decoder's
+/// buffers added up instead of sharing pages. A first region large enough for a whole window
+/// also keeps the arena from growing in doubling steps whose regions stay partly used. Peak RSS
+/// of `steno transcribe` (`benches/rss_vs_length.py --minutes 1,20 --variant V -- --beam-size
+/// 1`, tiny.en, a 2-core AVX2 EPYC, 2026-12-02), before → after: int8 150.6 / 157.3 MiB →
+/// 134.7 / 138.5 MiB at 1 / 20 minutes, fp32 239.9 / 243.6 → 221.5 / 222.9 MiB. Transcripts are
+/// the same (LibriSpeech int8 greedy: 77 of 77), and so is the speed.
+fn shared_arena(env: &Environment) -> Result<()> {
+    use ort::AsPointer;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+
+    let mut registered = SHARED_ARENA.lock().unwrap_or_else(|p| p.into_inner());
+    if *registered {
+        return Ok(());
+    }
+    let context = "registering the shared CPU memory arena";
+    let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)
+        .map_err(Error::ort(context))?;
+    let api = ort::api();
+    let keys = [c"arena_extend_strategy".as_ptr(), c"initial_chunk_size_bytes".as_ptr()];
+    // Extend strategy 0: the next power of two (ONNX Runtime's default) past the first region.
+    let values: [usize; 2] = [0, SHARED_ARENA_FIRST_REGION_BYTES];
+    let mut config: *mut ort::sys::OrtArenaCfg = std::ptr::null_mut();
+    // SAFETY: `keys` and `values` hold `keys.len()` entries and outlive the call; `config` is
+    // released below whatever registration does, which copies what it needs.
+    unsafe {
+        ort::Error::result_from_status((api.CreateArenaCfgV2)(
+            keys.as_ptr(),
+            values.as_ptr(),
+            keys.len(),
+            &mut config,
+        ))
+        .map_err(Error::ort(context))?;
+        let status = (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), config);
+        (api.ReleaseArenaCfg)(config);
+        ort::Error::result_from_status(status).map_err(Error::ort(context))?;
+    }
+    *registered = true;
+    Ok(())
+}
 
 impl Runtime {
     /// Load ONNX Runtime (once per process) and return it with `config`'s device, threads and
@@ -272,6 +327,12 @@ impl Runtime {
         if !cuda && !self.memory_arena {
             builder = builder
                 .with_execution_providers([ort::ep::CPU::default().with_arena_allocator(false).build()])
+                .map_err(|e| Error::ort(context())(e.into()))?;
+        }
+        if !cuda && self.memory_arena {
+            shared_arena(&self.env)?;
+            builder = builder
+                .with_config_entry("session.use_env_allocators", "1")
                 .map_err(|e| Error::ort(context())(e.into()))?;
         }
         if cuda {

@@ -390,6 +390,47 @@ fn tiny_fp32_and_jfk_mel() -> (steno::model::WhisperModel, steno::features::Mel)
     (model, mel)
 }
 
+/// CPU sessions share one process-wide arena (`runtime::shared_arena`); sessions built without
+/// an arena (`--no-memory-arena`) allocate on their own. Both give bit-identical logits, and
+/// two models on the shared arena decoding at once on two threads still do.
+#[test]
+fn the_shared_arena_decodes_like_no_arena_even_from_two_threads() {
+    use steno::model::{ModelFiles, WhisperModel};
+    let logits_of = |memory_arena: bool| {
+        let runtime = steno::runtime::Runtime::get(&RuntimeConfig {
+            memory_arena,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime");
+        let files = ModelFiles::discover(&model_dir("tiny.en"), ModelVariant::Int8, "models/provision").expect("model");
+        let mut model = WhisperModel::load(&runtime, files).expect("load");
+        let mut mel = steno::features::LogMel::new(80)
+            .unwrap()
+            .log10_mel(&read(&sample("jfk.wav")));
+        mel.normalize_whisper();
+        let window = mel.window(0, 1100, mel.data()[0]);
+        let cross = model.encoder.encode(&window, 1100).expect("encodes");
+        // " And so my fellow Americans"
+        let tokens = [model.tokens.sot, model.tokens.no_timestamps, 843, 523, 616, 7306, 4290];
+        let mut cache = model.decoder.new_cache(1).unwrap();
+        let mut out = Vec::new();
+        for &token in &tokens {
+            out.extend(model.decoder.forward(&[token], 1, &mut cache, &cross, false).unwrap().0);
+        }
+        out
+    };
+    let alone = logits_of(false);
+    let shared: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let a = s.spawn(|| logits_of(true));
+        let b = s.spawn(|| logits_of(true));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    for logits in shared {
+        assert_eq!(logits.len(), alone.len());
+        assert!(logits == alone, "logits differ with the shared arena");
+    }
+}
+
 /// Two windows in one encoder call give two rows; a window of the wrong size is a contract
 /// error naming the tensor.
 #[test]
@@ -409,9 +450,9 @@ fn encoder_batches_equal_windows_and_names_a_wrong_one() {
     assert!(error.to_string().contains("mel"), "{error}");
 }
 
-/// A rejected draft is cut from the cache (steno's graphs take exactly the positions fed) and
-/// decoding goes on as if the draft had never been fed; a beam reorder in place moves whole
-/// rows. Both against plain decoding of the same tokens on the real decoder.
+/// A rejected draft is forgotten and decoding goes on as if it had never been fed; a beam
+/// reorder in place moves whole rows; rows that outgrow the cache's buffers keep their
+/// positions. All against plain decoding of the same tokens on the real decoder.
 #[test]
 fn rewound_and_reordered_caches_decode_like_fresh_ones() {
     use steno::model::WhisperModel;
@@ -471,6 +512,30 @@ fn rewound_and_reordered_caches_decode_like_fresh_ones() {
             &logits[row * v..(row + 1) * v],
             &fresh(&mut model, &history),
             &format!("row {row} after reorder"),
+        );
+    }
+
+    // Seventy more tokens a row, one call each: the rows outgrow the cache's first buffers (64
+    // positions in a shared-buffer graph), whose filled positions move to larger ones.
+    let words = [843u32, 523, 616, 5891, 3399, 11, 1265, 407, 644, 534];
+    let mut histories: Vec<Vec<u32>> = [firsts[2], firsts[1], firsts[0]]
+        .into_iter()
+        .map(|first| [&prefix[..], &[first, 13]].concat())
+        .collect();
+    let mut logits = Vec::new();
+    for step in 0..70 {
+        let next: Vec<u32> = (0..3).map(|row| words[(step + 3 * row) % words.len()]).collect();
+        logits = model.decoder.forward(&next, 1, &mut cache, &cross, false).unwrap().0;
+        for (history, token) in histories.iter_mut().zip(next) {
+            history.push(token);
+        }
+    }
+    assert_eq!(cache.len(), histories[0].len());
+    for (row, history) in histories.iter().enumerate() {
+        close(
+            &logits[row * v..(row + 1) * v],
+            &fresh(&mut model, history),
+            &format!("row {row} after 70 more tokens"),
         );
     }
 }
