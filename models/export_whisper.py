@@ -14,19 +14,30 @@ steno (default): built for speed on CPU.
            -> cross_k_i, cross_v_i [N, H, T/2, dh] for each decoder layer i (head-major)
   decoder  token_rows [N, n, D] f32 (the tokens' embedding rows, see TOKEN_ROWS below),
            offset [1] i64, n_logits [1] i64 (1 <= n_logits <= n),
-           past_k_i / past_v_i [N, H, offset, dh] (exactly the positions fed so far; [N, H, 0, dh]
-           before the first call),
+           past_k_i / past_v_i [N, H, C, dh] (a buffer of C >= offset + n positions whose
+           first offset hold what was fed so far; see SELF_CACHE),
            cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
            -> logits [N, n_logits, n_vocab] (the last n_logits positions), present_k_i / present_v_i
-              [N, H, offset + n, dh], cross_qk [N, n, n_alignment_heads, T/2] (pre-softmax
-              cross-attention scores of the alignment heads, for word timestamps)
-  Why: a per-layer cache of exactly offset positions goes into the Concat as it is (reading
-  [:offset] of a longer one was a Slice that copied the whole cache every step, 7-10 % of a
-  5-row step; a rejected draft is cut on the caller's side instead), head-major keys need no
-  transpose per step, cross K/V broadcast over beams instead of being copied per beam, and only
-  the last n_logits positions' logits are computed (the tied projection is the largest matmul;
-  n_logits > 1 verifies a draft of tokens in one call). A multi-token call at offset > 0 is
-  valid (the causal mask is over offset + i).
+              [N, H, C, dh] (the past buffer with positions offset..offset+n written),
+              cross_qk [N, n, n_alignment_heads, T/2] (pre-softmax cross-attention scores of the
+              alignment heads, for word timestamps)
+  Why: cross K/V broadcast over beams instead of being copied per beam, and only the last
+  n_logits positions' logits are computed (the tied projection is the largest matmul;
+  n_logits > 1 verifies a draft of tokens in one call).
+
+SELF_CACHE (steno layout). Self-attention is ONNX Runtime's GroupQueryAttention (as many KV heads
+  as query heads, so plain multi-head attention) with its past and present sharing one buffer:
+  the caller binds the same tensor as past_k_i and present_k_i (ONNX Runtime's I/O binding), and
+  the operator writes the n new positions at offset in place and attends causally over the first
+  offset + n. Without the binding the result is the same, through a copy of the buffer. The
+  caller picks C (steno grows it as a window's tokens come, up to n_text_ctx) and marks nothing
+  past offset + n as meaningful. The decoder's metadata_props say `self_cache=shared_buffer`.
+  A multi-token call at offset > 0 must have N = 1 (the operator's rule; beam search feeds
+  its rows one token at a time, and a window's prompt at N = 1).
+  Why: the Concat of past and new positions that this replaced wrote a new cache every step,
+  and both stayed resident while the call ran. With 5 beams at 250-350 positions that copy was
+  most of the step's self-attention (one layer: 2.65 ms against 0.56 ms, a Python ORT check,
+  2 threads), and the cache's peak was twice its size.
 
 sherpa: sherpa-onnx's contract (scripts/whisper/export-onnx.py), for compatibility.
   encoder  mel [N, n_mels, 3000] -> n_layer_cross_k, n_layer_cross_v [L, N, 1500, D]
@@ -493,7 +504,13 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         tok = "token_rows" if rows_in else g.op("Gather", [tok_table, "tokens"], axis=0)  # [N, n, D]
     pos = g.op("Slice", [g.weight("dec_pos", f32(V["decoder/position_encodings/encodings"])), "offset", end, zero])
     x = g.op("Add", [tok, pos])
-    mask = causal_mask(g, n, end)
+    if layout == "sherpa":
+        mask = causal_mask(g, n, end)
+    else:
+        # GroupQueryAttention's lengths: every row has offset + n positions after this call.
+        total = g.op("Cast", [end], to=TensorProto.INT32)  # [1]
+        rows_n = g.op("Shape", ["token_rows"], start=0, end=1)  # [1]
+        seqlens = g.op("Expand", [g.op("Sub", [total, g.op("Cast", [g.ints([1])], to=TensorProto.INT32)]), rows_n])
 
     heads_by_layer = {}
     for layer, head in alignment_heads:
@@ -507,9 +524,9 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         h = g.layer_norm(x, V[p + "self_attention/layer_norm/gamma"], V[p + "self_attention/layer_norm/beta"])
         w, b = fused_qkv(V, p + "self_attention/linear_0/", d, scale)
         q, k, v = g.op("Split", [g.linear(h, w, b, name=f"dec{i}_qkv"), g.ints([d, d, d])], n_out=3, axis=2)
-        full = {}
-        for kind, new in (("k", k), ("v", v)):
-            if layout == "sherpa":
+        if layout == "sherpa":
+            full = {}
+            for kind, new in (("k", k), ("v", v)):
                 cache = f"in_n_layer_self_{kind}_cache"  # [L, N, 448, D]
                 past = g.op("Slice", [cache, g.ints([i, 0]), g.op("Concat", [g.ints([i + 1]), "offset"], axis=0),
                                       g.ints([0, 2])])  # [1, N, offset, D]
@@ -518,12 +535,16 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
                                       g.ints([0, 2])])
                 cache_out[kind].append(g.op("Concat", [seq, rest], axis=2))  # [1, N, 448, D]
                 full[kind] = to_heads(g, g.op("Squeeze", [seq, zero]), n_head, dh)
-            else:
-                g.op("Concat", [f"past_{kind}_{i}", to_heads(g, new, n_head, dh)], axis=2,
-                     outputs=[f"present_{kind}_{i}"])  # [N, H, offset + n, dh]
-                full[kind] = f"present_{kind}_{i}"
-        a, _ = attend(g, to_heads(g, q, n_head, dh), full["k"], full["v"], mask)
-        a = g.linear(from_heads(g, a, d), V[p + "self_attention/linear_1/weight"], V[p + "self_attention/linear_1/bias"],
+            a, _ = attend(g, to_heads(g, q, n_head, dh), full["k"], full["v"], mask)
+            a = from_heads(g, a, d)
+        else:
+            # The cache is a buffer of n_ctx positions that the caller binds as both past and
+            # present: GroupQueryAttention writes the n new positions at offset and attends
+            # causally over offset + n (see SELF_CACHE above). q is already scaled.
+            a = g.op("GroupQueryAttention", [q, k, v, f"past_k_{i}", f"past_v_{i}", seqlens, total], n_out=3,
+                     outputs=[g.fresh("self_attn"), f"present_k_{i}", f"present_v_{i}"], domain="com.microsoft",
+                     num_heads=n_head, kv_num_heads=n_head, scale=1.0)[0]
+        a = g.linear(a, V[p + "self_attention/linear_1/weight"], V[p + "self_attention/linear_1/bias"],
                      name=f"dec{i}_sa_out")
         x = g.op("Add", [x, a])
         # --- cross attention over the encoder's keys/values
@@ -591,15 +612,17 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         inputs.append(helper.make_tensor_value_info("n_logits", TensorProto.INT64, [1]))
         for i in range(L):
             for kind in ("k", "v"):
-                inputs.append(helper.make_tensor_value_info(f"past_{kind}_{i}", fl, ["N", n_head, f"n_past_{i}", dh]))
+                inputs.append(helper.make_tensor_value_info(f"past_{kind}_{i}", fl, ["N", n_head, "n_cache", dh]))
         for i in range(L):
             for kind in ("k", "v"):
                 inputs.append(helper.make_tensor_value_info(f"cross_{kind}_{i}", fl, ["N_audio", n_head, "T2", dh]))
         for i in range(L):
             for kind in ("k", "v"):
-                outputs.append(helper.make_tensor_value_info(f"present_{kind}_{i}", fl, ["N", n_head, "n_total", dh]))
+                outputs.append(helper.make_tensor_value_info(f"present_{kind}_{i}", fl, ["N", n_head, "n_cache", dh]))
         outputs.append(helper.make_tensor_value_info("cross_qk", fl, ["N", "n_tokens", len(alignment_heads), "T2"]))
     graph = helper.make_graph(g.nodes, "whisper_decoder", inputs, outputs, initializer=g.inits)
+    if layout == "steno":
+        metadata = dict(metadata, self_cache="shared_buffer")  # see SELF_CACHE
     if rows_in:
         metadata = dict(metadata, token_rows="u8_block32" if int8 else "f32",
                         token_rows_table=emb_q8[0] if int8 else tok_table)

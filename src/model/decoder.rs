@@ -9,10 +9,10 @@
 //! | in `token_rows` | f32 | `[N, n, D]`: the tokens' embedding rows, which steno reads from the graph's own logits table (`model/token_rows.rs`; exports before December 2026 take `tokens` `[N, n]` i64 instead, and steno feeds whichever the graph declares) |
 //! | in `offset` | i64 | `[1]`: tokens already in the cache |
 //! | in `n_logits` | i64 | `[1]`: logits wanted for the last `n_logits` fed positions (optional: older exports lack it and give 1) |
-//! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, offset, dh]`: `[N, H, 0, dh]` before the first call (exports before December 2026 read `[:offset]` of a longer one; exact lengths suit both) |
+//! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, C, dh]`: a buffer of `C ≥ offset + n` positions, the first `offset` filled (graphs whose metadata say `self_cache=shared_buffer`); older exports take exactly `[N, H, offset, dh]` |
 //! | in `cross_k_{i}`, `cross_v_{i}` | f32 | `[1 or N, H, T/2, dh]`: one row is shared by all `N` |
 //! | out `logits` | f32 | `[N, n_logits, n_vocab]`: after each of the last `n_logits` tokens |
-//! | out `present_k_{i}`, `present_v_{i}` | f32 | `[N, H, offset + n, dh]` |
+//! | out `present_k_{i}`, `present_v_{i}` | f32 | the same buffer with positions `offset..offset + n` written (older exports: a new `[N, H, offset + n, dh]`) |
 //! | out `cross_qk` | f32 | `[N, n, n_alignment_heads, T/2]`: pre-softmax scores of the alignment heads |
 //!
 //! sherpa-onnx (`scripts/whisper/export-onnx.py`):
@@ -25,17 +25,24 @@
 //! | out `logits` | f32 | `[N, n, n_vocab]` |
 //! | out `out_n_layer_self_k_cache`, `out_n_layer_self_v_cache` | f32 | `[L, N, 448, D]` |
 //!
-//! The output cache of one call is the input of the next, passed as the same ONNX Runtime value
-//! (no copy on our side). sherpa-onnx's graph applies a causal mask that is only right when a
-//! multi-token call starts at offset 0, so for those models later multi-token feeds go one
-//! token at a time. steno's graphs take a long feed in calls of at most 32 tokens (`FEED_CHUNK`),
-//! which bounds the memory of the cross-attention scores.
+//! A `shared_buffer` graph's self-attention is ONNX Runtime's GroupQueryAttention, and steno binds
+//! each cache tensor as both the past input and the present output (I/O binding): the operator
+//! writes the new positions in place, so a step neither copies the cache nor holds two of it.
+//! The buffers start at `FIRST_CACHE_POSITIONS` (64) positions and double as a window's tokens
+//! come (up to `n_text_ctx`); only the filled positions are copied when they grow or when beam
+//! rows move. With older steno exports and sherpa-onnx's, the output cache of one call is the
+//! input of the next, passed as the same ONNX Runtime value (no copy on our side).
+//!
+//! Multi-token feeds after a filled cache go one token per call where the graph cannot take
+//! them at once: sherpa-onnx's causal mask is only right when such a call starts at offset 0,
+//! and GroupQueryAttention takes them for one row only. steno's graphs take a long feed in calls
+//! of at most 32 tokens (`FEED_CHUNK`), which bounds the memory of the cross-attention scores.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use ort::session::Session;
-use ort::session::SessionInputValue;
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, TensorRef};
 
 use super::token_rows::TokenRows;
@@ -49,6 +56,9 @@ pub struct KvCache {
     batch: usize,
     /// Tokens already fed (the next call's `offset`).
     len: usize,
+    /// Positions each buffer holds (axis 2) for a shared-buffer graph, at least `len`; 0 for
+    /// the others, whose tensors hold exactly `len`.
+    capacity: usize,
     /// Rows saved while [`Decoder::reorder`] permutes in place, kept between steps so a beam
     /// step allocates nothing.
     scratch: Vec<f32>,
@@ -78,6 +88,14 @@ impl KvCache {
 /// 34 MB in the first windows).
 const FEED_CHUNK: usize = 32;
 
+/// First size (positions) of a shared-buffer cache; it doubles when a call needs more, up to
+/// `n_text_ctx`. Five beam rows of tiny.en at 64 positions are 3.9 MB (8 tensors); a 30 s
+/// window's prompt of up to 224 tokens grows a one-row cache twice. Growing by 64 positions at a
+/// time instead (less unused room at the end of a window) measured 3 MiB more, not less: peak
+/// RSS of a 20-minute file at beam 5, int8 155.7 → 158.7 MiB, fp32 246.4 → 249.2 MiB, one run
+/// each (more buffer sizes for ONNX Runtime's arena to fit).
+const FIRST_CACHE_POSITIONS: usize = 64;
+
 /// Cross-attention scores of the alignment heads, `[batch, tokens, heads, frames]` row-major.
 #[derive(Debug, Clone)]
 pub struct CrossQk {
@@ -104,6 +122,10 @@ pub struct Decoder {
     has_n_logits: bool,
     /// The graph takes `token_rows`, looked up here, instead of `tokens`.
     token_rows: Option<TokenRows>,
+    /// Set for `self_cache=shared_buffer` graphs: where their cache buffers come from (the
+    /// session's CPU arena when it has one, so the buffers reuse the pages the encoder's
+    /// activations left; else ONNX Runtime's plain CPU allocator).
+    shared: Option<Allocator>,
     /// Runs go through this job's stop flag when set (`WhisperModel::set_stop`).
     pub(super) stop: Option<super::Stop>,
     /// Feed long token runs in one call ([`Decoder::set_whole_feeds`]).
@@ -192,6 +214,13 @@ impl Decoder {
         for name in &cross_names {
             check_outlet(path, session.inputs(), name, Float32, 4)?;
         }
+        let shared = match layout {
+            Layout::Steno => super::custom_metadata(&session, path)?
+                .get("self_cache")
+                .is_some_and(|v| v == "shared_buffer")
+                .then(|| cache_allocator(&session)),
+            Layout::Sherpa => None,
+        };
         let has_cross_qk = session.outputs().iter().any(|o| o.name() == "cross_qk");
         let has_n_logits = session.inputs().iter().any(|o| o.name() == "n_logits");
         if has_n_logits {
@@ -213,6 +242,7 @@ impl Decoder {
             has_cross_qk,
             has_n_logits,
             token_rows,
+            shared,
             stop: None,
             whole_feeds: false,
             rows_buf: Vec::new(),
@@ -242,10 +272,10 @@ impl Decoder {
         self.has_n_logits
     }
 
-    /// Forget all but the first `len` positions of `cache` (a rejected draft). steno's graphs
-    /// take a cache of exactly the positions fed, so its tensors are cut to `len` (a copy, once
-    /// per rejected draft); sherpa-onnx's read `[:offset]` of a fixed buffer, so there it is
-    /// bookkeeping.
+    /// Forget all but the first `len` positions of `cache` (a rejected draft). Shared-buffer
+    /// graphs and sherpa-onnx's read `[:offset]` of a buffer, so there it is bookkeeping; older
+    /// steno graphs take a cache of exactly the positions fed, so its tensors are cut to `len`
+    /// (a copy, once per rejected draft).
     pub fn rewind(&self, cache: &mut KvCache, len: usize) -> Result<()> {
         if len > cache.len {
             return Err(Error::config(
@@ -253,7 +283,7 @@ impl Decoder {
                 format!("cannot rewind {} positions to {len}", cache.len),
             ));
         }
-        if self.layout == Layout::Steno && len < cache.len {
+        if self.layout == Layout::Steno && self.shared.is_none() && len < cache.len {
             // Positions are axis 2 of `[N, H, positions, dh]`.
             let kept: Vec<usize> = (0..len).collect();
             for value in cache.values.iter_mut() {
@@ -279,7 +309,19 @@ impl Decoder {
 
     /// An empty cache for `batch` hypotheses.
     pub fn new_cache(&self, batch: usize) -> Result<KvCache> {
-        // A steno graph takes exactly the positions fed so far: none yet.
+        if let Some(allocator) = &self.shared {
+            let capacity = FIRST_CACHE_POSITIONS.min(self.n_text_ctx);
+            return Ok(KvCache {
+                values: (0..self.past_names.len())
+                    .map(|_| self.cache_buffer(allocator, batch, capacity))
+                    .collect::<Result<_>>()?,
+                batch,
+                len: 0,
+                capacity,
+                scratch: Vec::new(),
+            });
+        }
+        // An older steno graph takes exactly the positions fed so far: none yet.
         let shape = match self.layout {
             Layout::Steno => [batch, self.n_head, 0, self.d / self.n_head],
             Layout::Sherpa => [self.n_layer, batch, self.fixed_cache.unwrap_or(1), self.d],
@@ -297,8 +339,52 @@ impl Decoder {
             values,
             batch,
             len: 0,
+            capacity: 0,
             scratch: Vec::new(),
         })
+    }
+
+    /// A zeroed buffer `[batch, H, positions, dh]` (shared-buffer graphs: one per past/present
+    /// pair).
+    fn cache_buffer(&self, allocator: &Allocator, batch: usize, positions: usize) -> Result<DynValue> {
+        let shape = [batch, self.n_head, positions, self.d / self.n_head];
+        Tensor::<f32>::new(allocator, shape)
+            .map(|t| t.into_dyn())
+            .map_err(Error::ort("creating the self-attention cache"))
+    }
+
+    /// Move a shared-buffer cache into new buffers of `positions` positions whose row `i`
+    /// holds the filled positions of the old row `source[i]` (the cache grows, or beam rows
+    /// change in number). One tensor at a time, each old one freed as soon as it is copied:
+    /// the new cache and one old tensor are resident at once, not both caches (five beam rows
+    /// growing from 256 to 448 positions: 29 MB instead of 43 MB for tiny.en).
+    fn rebuffer(&self, cache: &mut KvCache, source: &[usize], positions: usize) -> Result<()> {
+        let Some(allocator) = &self.shared else {
+            return Err(Error::config("decoder", "rebuffer on a graph without shared buffers"));
+        };
+        let dh = self.d / self.n_head;
+        let (used, old_head, new_head) = (cache.len * dh, cache.capacity * dh, positions * dh);
+        for value in cache.values.iter_mut() {
+            let mut new = self.cache_buffer(allocator, source.len(), positions)?;
+            {
+                let (_, from) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(Error::ort("reading the cache"))?;
+                let (_, to) = new
+                    .try_extract_tensor_mut::<f32>()
+                    .map_err(Error::ort("writing the cache"))?;
+                for (i, &s) in source.iter().enumerate() {
+                    for h in 0..self.n_head {
+                        let (src, dst) = ((s * self.n_head + h) * old_head, (i * self.n_head + h) * new_head);
+                        to[dst..dst + used].copy_from_slice(&from[src..src + used]);
+                    }
+                }
+            }
+            *value = new;
+        }
+        cache.batch = source.len();
+        cache.capacity = positions;
+        Ok(())
     }
 
     /// Feed `tokens` (`batch` rows of `n`, row-major) after what `cache` holds and return the
@@ -368,17 +454,51 @@ impl Decoder {
                 ),
             ));
         }
-        if n > 1 && cache.len > 0 && self.layout == Layout::Sherpa {
-            for i in 0..n {
-                let column: Vec<u32> = (0..batch).map(|b| tokens[b * n + i]).collect();
-                self.run(&column, 1, cache, cross, false, 1, logits)?;
-            }
-            return Ok(None);
-        }
         if self.layout == Layout::Steno && n > FEED_CHUNK && !self.whole_feeds {
             return self.run_in_pieces(tokens, n, cache, cross, want_qk, n_logits, logits);
         }
-        self.run(tokens, n, cache, cross, want_qk, n_logits, logits)
+        self.run_or_columns(tokens, n, cache, cross, want_qk, n_logits, logits)
+    }
+
+    /// One call, or one call per token where the graph cannot take several new positions
+    /// after a filled cache: sherpa-onnx's causal mask, and GroupQueryAttention with more than
+    /// one row (its rule).
+    #[allow(clippy::too_many_arguments)]
+    fn run_or_columns(
+        &mut self,
+        tokens: &[u32],
+        n: usize,
+        cache: &mut KvCache,
+        cross: &CrossKv,
+        want_qk: bool,
+        n_logits: usize,
+        logits: &mut Vec<f32>,
+    ) -> Result<Option<CrossQk>> {
+        let batch = cache.batch;
+        let per_token = self.layout == Layout::Sherpa || (self.shared.is_some() && batch > 1);
+        if n == 1 || cache.len == 0 || !per_token {
+            return self.run(tokens, n, cache, cross, want_qk, n_logits, logits);
+        }
+        let v = self.n_vocab;
+        let mut step = Vec::new();
+        let mut kept: Vec<Vec<f32>> = Vec::with_capacity(n_logits);
+        let mut pieces = Vec::new();
+        for i in 0..n {
+            let column: Vec<u32> = (0..batch).map(|b| tokens[b * n + i]).collect();
+            if let Some(qk) = self.run(&column, 1, cache, cross, want_qk, 1, &mut step)? {
+                pieces.push(qk);
+            }
+            if i + n_logits >= n {
+                kept.push(step.clone());
+            }
+        }
+        logits.clear();
+        for b in 0..batch {
+            for column in &kept {
+                logits.extend_from_slice(&column[b * v..(b + 1) * v]);
+            }
+        }
+        Ok(want_qk.then(|| join_qk(&pieces, batch, n)))
     }
 
     /// Feed long token runs in one call (`true`) or in pieces of at most 32 tokens (`false`,
@@ -423,28 +543,12 @@ impl Decoder {
                 .flat_map(|b| tokens[b * n + start..b * n + start + len].iter().copied())
                 .collect();
             let wanted = if last { n_logits } else { 1 };
-            if let Some(qk) = self.run(&piece, len, cache, cross, want_qk, wanted, logits)? {
+            if let Some(qk) = self.run_or_columns(&piece, len, cache, cross, want_qk, wanted, logits)? {
                 pieces.push(qk);
             }
             start += len;
         }
-        if !want_qk {
-            return Ok(None);
-        }
-        let (heads, frames) = pieces.first().map_or((0, 0), |q| (q.heads, q.frames));
-        let row = heads * frames;
-        let mut data = Vec::with_capacity(batch * n * row);
-        for b in 0..batch {
-            for q in &pieces {
-                data.extend_from_slice(&q.data[b * q.tokens * row..(b + 1) * q.tokens * row]);
-            }
-        }
-        Ok(Some(CrossQk {
-            data,
-            tokens: n,
-            heads,
-            frames,
-        }))
+        Ok(want_qk.then(|| join_qk(&pieces, batch, n)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -459,18 +563,32 @@ impl Decoder {
         rows: &mut Vec<f32>,
     ) -> Result<Option<CrossQk>> {
         let batch = cache.batch;
+        if self.shared.is_some() && cache.len + n > cache.capacity {
+            let positions = (cache.len + n).max(2 * cache.capacity).min(self.n_text_ctx);
+            let every_row: Vec<usize> = (0..batch).collect();
+            self.rebuffer(cache, &every_row, positions)?;
+        }
+        let shared = self.shared.is_some();
         let ids: Vec<i64>;
-        let offset = [cache.len as i64];
-        let wanted = [n_logits as i64];
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(3 + cache.values.len() + cross.values.len());
         if let Some(table) = self.token_rows.as_mut() {
             table.gather(tokens, &mut self.rows_buf)?;
+            let shape = [batch, n, table.width()];
+            let context = "creating the token_rows tensor";
+            // An I/O binding takes owned values only: with a borrowed one, ort 2.0.0-rc.15 copies
+            // it through a session of its own, which deadlocks inside the binding.
             inputs.push((
                 "token_rows".into(),
-                TensorRef::from_array_view(([batch, n, table.width()], self.rows_buf.as_slice()))
-                    .map_err(Error::ort("creating the token_rows tensor"))?
-                    .into(),
+                if shared {
+                    Tensor::from_array((shape, self.rows_buf.clone()))
+                        .map_err(Error::ort(context))?
+                        .into()
+                } else {
+                    TensorRef::from_array_view((shape, self.rows_buf.as_slice()))
+                        .map_err(Error::ort(context))?
+                        .into()
+                },
             ));
         } else {
             ids = tokens.iter().map(|&t| i64::from(t)).collect();
@@ -483,14 +601,14 @@ impl Decoder {
         }
         inputs.push((
             "offset".into(),
-            TensorRef::from_array_view(([1usize], &offset[..]))
+            Tensor::from_array(([1usize], vec![cache.len as i64]))
                 .map_err(Error::ort("creating the offset tensor"))?
                 .into(),
         ));
         if self.has_n_logits {
             inputs.push((
                 "n_logits".into(),
-                TensorRef::from_array_view(([1usize], &wanted[..]))
+                Tensor::from_array(([1usize], vec![n_logits as i64]))
                     .map_err(Error::ort("creating the n_logits tensor"))?
                     .into(),
             ));
@@ -501,9 +619,27 @@ impl Decoder {
         for (name, value) in self.cross_names.iter().zip(&cross.values) {
             inputs.push((name.as_str().into(), value.into()));
         }
-        let out = match &self.stop {
-            Some(stop) => self.session.run_with_options(inputs, stop.run_options()),
-            None => self.session.run(inputs),
+        let mut binding: IoBinding;
+        let out = if shared {
+            // Each cache tensor is bound as its past input and its present output, so the graph
+            // writes the new positions into it (the module doc).
+            binding = bind_inputs(&self.session, &self.path, inputs)?;
+            bind_outputs(
+                &mut binding,
+                &self.path,
+                &self.present_names,
+                &mut cache.values,
+                want_qk,
+            )?;
+            match &self.stop {
+                Some(stop) => self.session.run_binding_with_options(&binding, stop.run_options()),
+                None => self.session.run_binding(&binding),
+            }
+        } else {
+            match &self.stop {
+                Some(stop) => self.session.run_with_options(inputs, stop.run_options()),
+                None => self.session.run(inputs),
+            }
         };
         let mut out = out.map_err(Error::ort(format!("running {}", self.path.display())))?;
         let missing = |name: &str| Error::Contract {
@@ -548,8 +684,10 @@ impl Decoder {
         } else {
             None
         };
-        for (slot, name) in cache.values.iter_mut().zip(&self.present_names) {
-            *slot = out.remove(name.as_str()).ok_or_else(|| missing(name))?;
+        if !shared {
+            for (slot, name) in cache.values.iter_mut().zip(&self.present_names) {
+                *slot = out.remove(name.as_str()).ok_or_else(|| missing(name))?;
+            }
         }
         cache.len += n;
         Ok(qk)
@@ -578,12 +716,26 @@ impl Decoder {
                 .collect();
             read.sort_unstable();
             read.dedup();
-            if !read.is_empty() {
-                for value in cache.values.iter_mut() {
+            if read.is_empty() {
+                return Ok(());
+            }
+            let dh = self.d / self.n_head;
+            for value in cache.values.iter_mut() {
+                if self.shared.is_some() {
+                    let heads = Heads {
+                        count: self.n_head,
+                        stride: cache.capacity * dh,
+                        filled: cache.len * dh,
+                    };
+                    permute_filled(value, source, &read, heads, &mut cache.scratch)?;
+                } else {
                     permute_rows(value, axis, source, &read, &mut cache.scratch)?;
                 }
             }
             return Ok(());
+        }
+        if self.shared.is_some() {
+            return self.rebuffer(cache, source, cache.capacity);
         }
         for value in cache.values.iter_mut() {
             *value = gather_rows(value, axis, source)?;
@@ -628,6 +780,137 @@ fn permute_rows(
     Ok(())
 }
 
+/// The alignment-head scores of consecutive calls over the same `batch` rows as one feed of
+/// `n` tokens.
+fn join_qk(pieces: &[CrossQk], batch: usize, n: usize) -> CrossQk {
+    let (heads, frames) = pieces.first().map_or((0, 0), |q| (q.heads, q.frames));
+    let row = heads * frames;
+    let mut data = Vec::with_capacity(batch * n * row);
+    for b in 0..batch {
+        for q in pieces {
+            data.extend_from_slice(&q.data[b * q.tokens * row..(b + 1) * q.tokens * row]);
+        }
+    }
+    CrossQk {
+        data,
+        tokens: n,
+        heads,
+        frames,
+    }
+}
+
+/// An I/O binding of `inputs`, which must all be owned values (see `run`): bound as they are,
+/// so the graph reads the cache buffers themselves.
+fn bind_inputs(
+    session: &Session,
+    path: &Path,
+    inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)>,
+) -> Result<IoBinding> {
+    let context = || format!("binding the inputs of {}", path.display());
+    let mut binding = session.create_binding().map_err(Error::ort(context()))?;
+    for (name, value) in &inputs {
+        binding
+            .bind_input(name.as_ref(), &**value)
+            .map_err(Error::ort(context()))?;
+    }
+    Ok(binding)
+}
+
+/// Bind each cache tensor in `cache` as its present output too (the graph writes into the
+/// buffer it reads), and the logits (and `cross_qk` with `want_qk`) to new CPU tensors.
+fn bind_outputs(
+    binding: &mut IoBinding,
+    path: &Path,
+    present_names: &[String],
+    cache: &mut [DynValue],
+    want_qk: bool,
+) -> Result<()> {
+    let context = || format!("binding the outputs of {}", path.display());
+    for (name, value) in present_names.iter().zip(cache.iter_mut()) {
+        binding
+            .bind_output(name.as_str(), value)
+            .map_err(Error::ort(context()))?;
+    }
+    let cpu = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::CPUOutput)
+        .map_err(Error::ort(context()))?;
+    let outputs: &[&str] = if want_qk { &["logits", "cross_qk"] } else { &["logits"] };
+    for name in outputs {
+        binding
+            .bind_output_to_device(*name, &cpu)
+            .map_err(Error::ort(context()))?;
+    }
+    Ok(())
+}
+
+/// The heads of one row of a shared-buffer cache `[N, H, C, dh]`: `count` blocks `stride`
+/// values apart, the first `filled` values of each in use.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    count: usize,
+    stride: usize,
+    filled: usize,
+}
+
+/// [`permute_rows`] for a shared-buffer cache (rows on axis 0): only the filled positions of
+/// each head move, so a beam step copies what a tensor of exactly those positions would.
+fn permute_filled(
+    value: &mut DynValue,
+    source: &[usize],
+    read: &[usize],
+    heads: Heads,
+    scratch: &mut Vec<f32>,
+) -> Result<()> {
+    let (shape, data) = value
+        .try_extract_tensor_mut::<f32>()
+        .map_err(Error::ort("reading the cache"))?;
+    let rows = shape.first().map_or(0, |&rows| rows as usize);
+    permute_filled_data(data, rows, source, read, heads, scratch)
+}
+
+/// [`permute_filled`] on the data of a cache of `rows` rows.
+fn permute_filled_data(
+    data: &mut [f32],
+    rows: usize,
+    source: &[usize],
+    read: &[usize],
+    heads: Heads,
+    scratch: &mut Vec<f32>,
+) -> Result<()> {
+    if rows != source.len() {
+        return Err(Error::config(
+            "beam",
+            format!("{} row indices for a cache of {rows} rows", source.len()),
+        ));
+    }
+    let Heads { count, stride, filled } = heads;
+    scratch.clear();
+    for &r in read {
+        for h in 0..count {
+            let start = (r * count + h) * stride;
+            scratch.extend_from_slice(&data[start..start + filled]);
+        }
+    }
+    for (i, &s) in source.iter().enumerate().filter(|&(i, &s)| i != s) {
+        let k = read.binary_search(&s).unwrap_or_default();
+        for h in 0..count {
+            let from = (k * count + h) * filled;
+            let to = (i * count + h) * stride;
+            data[to..to + filled].copy_from_slice(&scratch[from..from + filled]);
+        }
+    }
+    Ok(())
+}
+
+/// The allocator of a shared-buffer graph's cache: the session's CPU arena (with
+/// `session.use_env_allocators`, the process's one: `runtime.rs`), whose pages the encoder's
+/// activations leave free while the decoder runs; ONNX Runtime's plain CPU allocator where the
+/// session has no arena (`--no-memory-arena`, CUDA).
+fn cache_allocator(session: &Session) -> Allocator {
+    MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)
+        .and_then(|info| Allocator::new(session, info))
+        .unwrap_or_default()
+}
+
 /// A new tensor whose rows along `axis` are `value`'s rows `source[0]`, `source[1]`, ….
 fn gather_rows(value: &DynValue, axis: usize, source: &[usize]) -> Result<DynValue> {
     let (shape, data) = value
@@ -661,5 +944,78 @@ fn append_rows(data: &[f32], dims: &[usize], axis: usize, picks: &[usize], out: 
             let start = (o * rows + s) * inner;
             out.extend_from_slice(&data[start..start + inner]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The data of a `[rows, heads, capacity, 1]` cache whose value at (row, head, position)
+    /// is `100 row + 10 head + position`.
+    fn numbered(rows: usize, heads: usize, capacity: usize) -> Vec<f32> {
+        (0..rows * heads * capacity)
+            .map(|i| {
+                let (r, h, p) = (i / (heads * capacity), i / capacity % heads, i % capacity);
+                (100 * r + 10 * h + p) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn permute_filled_moves_the_filled_positions_of_every_head_and_nothing_else() {
+        let (heads, capacity, filled) = (2, 4, 3);
+        let mut data = numbered(3, heads, capacity);
+        // Row 0 <- 2, row 1 stays, row 2 <- 0; rows 0 and 2 are read.
+        let (source, read) = ([2, 1, 0], [0, 2]);
+        let shape = Heads {
+            count: heads,
+            stride: capacity,
+            filled,
+        };
+        permute_filled_data(&mut data, 3, &source, &read, shape, &mut Vec::new()).unwrap();
+        for (row, &from) in source.iter().enumerate() {
+            for h in 0..heads {
+                for p in 0..capacity {
+                    // Unfilled positions keep the row's own old values.
+                    let owner = if p < filled { from } else { row };
+                    let want = (100 * owner + 10 * h + p) as f32;
+                    assert_eq!(
+                        data[(row * heads + h) * capacity + p],
+                        want,
+                        "row {row} head {h} position {p}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn permute_filled_refuses_a_source_of_another_row_count() {
+        let mut data = numbered(3, 1, 2);
+        let shape = Heads {
+            count: 1,
+            stride: 2,
+            filled: 1,
+        };
+        let error = permute_filled_data(&mut data, 3, &[1, 0], &[0, 1], shape, &mut Vec::new()).unwrap_err();
+        assert!(error.to_string().contains("row indices"), "{error}");
+    }
+
+    #[test]
+    fn join_qk_puts_each_rows_calls_in_order() {
+        // Two rows, calls of 1 and 2 tokens, one head over two frames: values say (row, token).
+        let call = |tokens: usize, first: usize| CrossQk {
+            data: (0..2)
+                .flat_map(|r| (0..tokens).flat_map(move |t| [(10 * r + first + t) as f32; 2]))
+                .collect(),
+            tokens,
+            heads: 1,
+            frames: 2,
+        };
+        let joined = join_qk(&[call(1, 0), call(2, 1)], 2, 3);
+        assert_eq!(joined.tokens, 3);
+        let want: Vec<f32> = [0, 0, 1, 1, 2, 2, 10, 10, 11, 11, 12, 12].map(|x| x as f32).to_vec();
+        assert_eq!(joined.data, want);
     }
 }
