@@ -14,30 +14,37 @@ steno (default): built for speed on CPU.
            -> cross_k_i, cross_v_i [N, H, T/2, dh] for each decoder layer i (head-major)
   decoder  token_rows [N, n, D] f32 (the tokens' embedding rows, see TOKEN_ROWS below),
            offset [1] i64, n_logits [1] i64 (1 <= n_logits <= n),
-           past_k_i / past_v_i [N, H, C, dh] (a buffer of C >= offset + n positions whose
-           first offset hold what was fed so far; see SELF_CACHE),
-           cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
+           prefix_k_i / prefix_v_i [1, H, P, dh] (positions 0..P, shared by all N rows; P may
+           be 0), past_k_i / past_v_i [N, H, C, dh] (each row's own positions P.. in a buffer of
+           C >= offset + n - P; its first offset - P hold what the row was fed so far; see
+           SELF_CACHE), cross_k_i / cross_v_i [1 or N, H, T/2, dh] (one row is shared by all N)
            -> logits [N, n_logits, n_vocab] (the last n_logits positions), present_k_i / present_v_i
-              [N, H, C, dh] (the past buffer with positions offset..offset+n written),
+              [N, H, C, dh] (the past buffer with buffer positions offset-P..offset-P+n written),
               cross_qk [N, n, n_alignment_heads, T/2] (pre-softmax cross-attention scores of the
               alignment heads, for word timestamps)
   Why: cross K/V broadcast over beams instead of being copied per beam, and only the last
   n_logits positions' logits are computed (the tied projection is the largest matmul;
   n_logits > 1 verifies a draft of tokens in one call).
 
-SELF_CACHE (steno layout). Self-attention is ONNX Runtime's GroupQueryAttention (as many KV heads
-  as query heads, so plain multi-head attention) with its past and present sharing one buffer:
-  the caller binds the same tensor as past_k_i and present_k_i (ONNX Runtime's I/O binding), and
-  the operator writes the n new positions at offset in place and attends causally over the first
-  offset + n. Without the binding the result is the same, through a copy of the buffer. The
-  caller picks C (steno grows it as a window's tokens come, up to n_text_ctx) and marks nothing
-  past offset + n as meaningful. The decoder's metadata_props say `self_cache=shared_buffer`.
-  A multi-token call at offset > 0 must have N = 1 (the operator's rule; beam search feeds
-  its rows one token at a time, and a window's prompt at N = 1).
-  Why: the Concat of past and new positions that this replaced wrote a new cache every step,
-  and both stayed resident while the call ran. With 5 beams at 250-350 positions that copy was
-  most of the step's self-attention (one layer: 2.65 ms against 0.56 ms, a Python ORT check,
-  2 threads), and the cache's peak was twice its size.
+SELF_CACHE (steno layout). A self-attention cache in two parts, written in place:
+  - The prefix, one row for all N: the positions every hypothesis shares (a window's prompt and
+    start tokens, fed once at N = 1 before the beams or best-of rows part).
+  - Each row's buffer of C positions, which the caller binds as both past_k_i and present_k_i
+    (ONNX Runtime's I/O binding). TensorScatter (opset 24) writes the n new positions into it at
+    s = offset - P, in place. Without the binding the result is the same, through a copy.
+  Attention: scores of the scaled q against the prefix's keys and against the whole buffer's
+  (positions past s + t masked for new token t, so nothing past what is filled is read into the
+  result) go through one softmax, then the two value products are added. That is exactly
+  softmax attention over the P + s + n positions. Any N may feed several tokens at any offset.
+  The caller picks C (steno grows it as the rows' tokens come, up to n_text_ctx - P). The
+  decoder's metadata_props say `self_cache=shared_buffer`; the prefix inputs mark this version.
+  Why, against the GroupQueryAttention over one buffer per row that this replaced (December
+  2026, tiny.en, peak RSS of a 20-minute file at beam 5 by benches/rss_vs_length.py): every
+  beam row held its own copy of the prompt, up to 227 of a window's 448 positions, and the
+  rows' buffers grew to 448 positions. int8 155.9 -> 137.7 MiB, fp32 246.4 -> 224.5 MiB.
+  Before that a Concat of past and new positions wrote a new cache every step, and both
+  stayed resident while the call ran (one layer at 5 beams, 250-350 positions: 2.65 ms against
+  0.56 ms for an in-place write, a Python ORT check, 2 threads).
 
 sherpa: sherpa-onnx's contract (scripts/whisper/export-onnx.py), for compatibility.
   encoder  mel [N, n_mels, 3000] -> n_layer_cross_k, n_layer_cross_v [L, N, 1500, D]
@@ -103,6 +110,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 
 OPSET = 17
+SELF_CACHE_OPSET = 24  # the steno decoder: TensorScatter (see SELF_CACHE)
 LN_EPS = 1e-5
 
 
@@ -507,10 +515,20 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
     if layout == "sherpa":
         mask = causal_mask(g, n, end)
     else:
-        # GroupQueryAttention's lengths: every row has offset + n positions after this call.
-        total = g.op("Cast", [end], to=TensorProto.INT32)  # [1]
+        # See SELF_CACHE: the rows' buffers hold positions prefix_len.. of each row; the n new
+        # positions go to buffer index s = offset - prefix_len onwards (TensorScatter, in place),
+        # and buffer index j is visible to new token t when j <= s + t.
+        n_prefix = g.op("Shape", ["prefix_k_0"], start=2, end=3)  # [1]
+        s = g.op("Sub", ["offset", n_prefix])  # [1]
         rows_n = g.op("Shape", ["token_rows"], start=0, end=1)  # [1]
-        seqlens = g.op("Expand", [g.op("Sub", [total, g.op("Cast", [g.ints([1])], to=TensorProto.INT32)]), rows_n])
+        write_at = g.op("Expand", [s, rows_n])  # [N]
+        capacity = g.op("Shape", ["past_k_0"], start=2, end=3)  # [1]
+        one = g.ints([1])
+        s0, n0, c0 = (g.op("Squeeze", [t, zero]) for t in (s, n, capacity))
+        j = g.op("Range", [g.op("Squeeze", [zero, zero]), c0, g.op("Squeeze", [one, zero])])  # [C]
+        t = g.op("Unsqueeze", [g.op("Range", [s0, g.op("Add", [s0, n0]), g.op("Squeeze", [one, zero])]), one])  # [n, 1]
+        row_mask = g.op("Where", [g.op("Greater", [j, t]), g.scalar_f(-np.inf), g.scalar_f(0.0)])  # [n, C]
+        splits = g.op("Concat", [n_prefix, capacity], axis=0)  # [2]
 
     heads_by_layer = {}
     for layer, head in alignment_heads:
@@ -538,12 +556,20 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
             a, _ = attend(g, to_heads(g, q, n_head, dh), full["k"], full["v"], mask)
             a = from_heads(g, a, d)
         else:
-            # The cache is a buffer of n_ctx positions that the caller binds as both past and
-            # present: GroupQueryAttention writes the n new positions at offset and attends
-            # causally over offset + n (see SELF_CACHE above). q is already scaled.
-            a = g.op("GroupQueryAttention", [q, k, v, f"past_k_{i}", f"past_v_{i}", seqlens, total], n_out=3,
-                     outputs=[g.fresh("self_attn"), f"present_k_{i}", f"present_v_{i}"], domain="com.microsoft",
-                     num_heads=n_head, kv_num_heads=n_head, scale=1.0)[0]
+            # The rows' buffers are bound as both past and present: TensorScatter writes the n
+            # new positions into them in place. The scores over the shared prefix and over the
+            # row's buffer (masked past what is filled) share one softmax. q is already scaled.
+            qh = to_heads(g, q, n_head, dh)
+            present = {}
+            for kind, new in (("k", k), ("v", v)):
+                present[kind] = g.op("TensorScatter", [f"past_{kind}_{i}", to_heads(g, new, n_head, dh), write_at],
+                                     outputs=[f"present_{kind}_{i}"], axis=2)
+            on_prefix = g.op("FusedMatMul", [qh, f"prefix_k_{i}"], domain="com.microsoft", transB=1, alpha=1.0)
+            on_rows = g.op("FusedMatMul", [qh, present["k"]], domain="com.microsoft", transB=1, alpha=1.0)
+            w = g.op("Softmax", [g.op("Concat", [on_prefix, g.op("Add", [on_rows, row_mask])], axis=-1)], axis=-1)
+            w_prefix, w_rows = g.op("Split", [w, splits], n_out=2, axis=-1)
+            a = from_heads(g, g.op("Add", [g.op("MatMul", [w_prefix, f"prefix_v_{i}"]),
+                                          g.op("MatMul", [w_rows, present["v"]])]), d)
         a = g.linear(a, V[p + "self_attention/linear_1/weight"], V[p + "self_attention/linear_1/bias"],
                      name=f"dec{i}_sa_out")
         x = g.op("Add", [x, a])
@@ -615,6 +641,9 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
                 inputs.append(helper.make_tensor_value_info(f"past_{kind}_{i}", fl, ["N", n_head, "n_cache", dh]))
         for i in range(L):
             for kind in ("k", "v"):
+                inputs.append(helper.make_tensor_value_info(f"prefix_{kind}_{i}", fl, [1, n_head, "n_prefix", dh]))
+        for i in range(L):
+            for kind in ("k", "v"):
                 inputs.append(helper.make_tensor_value_info(f"cross_{kind}_{i}", fl, ["N_audio", n_head, "T2", dh]))
         for i in range(L):
             for kind in ("k", "v"):
@@ -628,16 +657,18 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
                         token_rows_table=emb_q8[0] if int8 else tok_table)
         if int8:
             metadata["token_rows_scales"] = emb_q8[1]
-    return finish(graph, metadata)
+    # TensorScatter is opset 24; the encoder stays at OPSET.
+    return finish(graph, metadata, opset=SELF_CACHE_OPSET if layout == "steno" else OPSET)
 
 
-def finish(graph, metadata):
+def finish(graph, metadata, opset=OPSET):
     model = helper.make_model(
         graph,
-        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)],
+        opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid("com.microsoft", 1)],
         producer_name="steno models/export_whisper.py",
     )
-    model.ir_version = 8
+    # The oldest IR that carries these opsets (8 for opset 17; TensorScatter's 24 needs 10).
+    model.ir_version = max(8, helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True))
     for k, v in metadata.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = k, str(v)

@@ -9,7 +9,8 @@
 //! | in `token_rows` | f32 | `[N, n, D]`: the tokens' embedding rows, which steno reads from the graph's own logits table (`model/token_rows.rs`; exports before December 2026 take `tokens` `[N, n]` i64 instead, and steno feeds whichever the graph declares) |
 //! | in `offset` | i64 | `[1]`: tokens already in the cache |
 //! | in `n_logits` | i64 | `[1]`: logits wanted for the last `n_logits` fed positions (optional: older exports lack it and give 1) |
-//! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, C, dh]`: a buffer of `C ≥ offset + n` positions, the first `offset` filled (graphs whose metadata say `self_cache=shared_buffer`); older exports take exactly `[N, H, offset, dh]` |
+//! | in `prefix_k_{i}`, `prefix_v_{i}` | f32 | `[1, H, P, dh]`: the first `P` positions, shared by every row (`P` may be 0; graphs of December 2026 on) |
+//! | in `past_k_{i}`, `past_v_{i}` | f32 | `[N, H, C, dh]`: each row's own positions from `P` on, in a buffer of `C ≥ offset + n − P` whose first `offset − P` are filled (graphs whose metadata say `self_cache=shared_buffer`); older exports take exactly `[N, H, offset, dh]` and no prefix |
 //! | in `cross_k_{i}`, `cross_v_{i}` | f32 | `[1 or N, H, T/2, dh]`: one row is shared by all `N` |
 //! | out `logits` | f32 | `[N, n_logits, n_vocab]`: after each of the last `n_logits` tokens |
 //! | out `present_k_{i}`, `present_v_{i}` | f32 | the same buffer with positions `offset..offset + n` written (older exports: a new `[N, H, offset + n, dh]`) |
@@ -25,18 +26,23 @@
 //! | out `logits` | f32 | `[N, n, n_vocab]` |
 //! | out `out_n_layer_self_k_cache`, `out_n_layer_self_v_cache` | f32 | `[L, N, 448, D]` |
 //!
-//! A `shared_buffer` graph's self-attention is ONNX Runtime's GroupQueryAttention, and steno binds
-//! each cache tensor as both the past input and the present output (I/O binding): the operator
-//! writes the new positions in place, so a step neither copies the cache nor holds two of it.
-//! The buffers start at `FIRST_CACHE_POSITIONS` (64) positions and double as a window's tokens
-//! come (up to `n_text_ctx`); only the filled positions are copied when they grow or when beam
-//! rows move. With older steno exports and sherpa-onnx's, the output cache of one call is the
-//! input of the next, passed as the same ONNX Runtime value (no copy on our side).
+//! A `shared_buffer` graph's cache buffers are bound as both the past input and the present
+//! output (I/O binding): the graph writes the new positions in place, so a step neither copies
+//! the cache nor holds two of it. The buffers start at `FIRST_CACHE_POSITIONS` (64) positions
+//! and double as the rows' tokens come; only the filled positions are copied when they grow or
+//! when beam rows move. Graphs with a prefix input also keep what all rows share once: when a
+//! one-row cache becomes several rows ([`Decoder::reorder`] after a window's prompt), its
+//! positions move to the prefix and the rows' buffers start empty, so five beams hold the
+//! prompt (up to 227 of a window's 448 positions) once instead of five times, and a beam
+//! reorder copies only the rows' own positions. With older steno exports and sherpa-onnx's, the
+//! output cache of one call is the input of the next, passed as the same ONNX Runtime value (no
+//! copy on our side).
 //!
 //! Multi-token feeds after a filled cache go one token per call where the graph cannot take
 //! them at once: sherpa-onnx's causal mask is only right when such a call starts at offset 0,
-//! and GroupQueryAttention takes them for one row only. steno's graphs take a long feed in calls
-//! of at most 32 tokens (`FEED_CHUNK`), which bounds the memory of the cross-attention scores.
+//! and the GroupQueryAttention graphs of early December 2026 take them for one row only.
+//! steno's graphs take a long feed in calls of at most 32 tokens (`FEED_CHUNK`), which bounds
+//! the memory of the cross-attention scores.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -54,11 +60,16 @@ use crate::error::{Error, Result};
 pub struct KvCache {
     values: Vec<DynValue>,
     batch: usize,
-    /// Tokens already fed (the next call's `offset`).
+    /// Tokens already fed (the next call's `offset`): the shared prefix's, then each row's.
     len: usize,
-    /// Positions each buffer holds (axis 2) for a shared-buffer graph, at least `len`; 0 for
-    /// the others, whose tensors hold exactly `len`.
+    /// Positions each buffer holds (axis 2) for a shared-buffer graph, at least `len -
+    /// prefix_len`; 0 for the others, whose tensors hold exactly `len`.
     capacity: usize,
+    /// The positions every row shares (`prefix_k_i`, `prefix_v_i`: `[1, H, prefix_len, dh]`,
+    /// in `values`' order), for graphs that take a prefix; empty otherwise.
+    prefix: Vec<DynValue>,
+    /// Positions in `prefix`; the rows' buffers hold positions `prefix_len..len`.
+    prefix_len: usize,
     /// Rows saved while [`Decoder::reorder`] permutes in place, kept between steps so a beam
     /// step allocates nothing.
     scratch: Vec<f32>,
@@ -78,6 +89,11 @@ impl KvCache {
     /// Rows (hypotheses).
     pub fn batch(&self) -> usize {
         self.batch
+    }
+
+    /// Positions filled in each row's own buffer (after the shared prefix).
+    fn filled(&self) -> usize {
+        self.len - self.prefix_len
     }
 }
 
@@ -134,6 +150,9 @@ pub struct Decoder {
     rows_buf: Vec<f32>,
     past_names: Vec<String>,
     present_names: Vec<String>,
+    /// `prefix_k_i`, `prefix_v_i` in `past_names`' order, for graphs that take a shared
+    /// prefix; empty for the others.
+    prefix_names: Vec<String>,
     cross_names: Vec<String>,
 }
 
@@ -221,6 +240,21 @@ impl Decoder {
                 .then(|| cache_allocator(&session)),
             Layout::Sherpa => None,
         };
+        // Steno graphs since December 2026 take the positions all rows share apart from each
+        // row's own (the module doc); the earlier shared-buffer graphs do not.
+        let prefix_names: Vec<String> =
+            if layout == Layout::Steno && shared.is_some() && session.inputs().iter().any(|o| o.name() == "prefix_k_0")
+            {
+                past_names
+                    .iter()
+                    .map(|name| name.replacen("past", "prefix", 1))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        for name in &prefix_names {
+            check_outlet(path, session.inputs(), name, Float32, 4)?;
+        }
         let has_cross_qk = session.outputs().iter().any(|o| o.name() == "cross_qk");
         let has_n_logits = session.inputs().iter().any(|o| o.name() == "n_logits");
         if has_n_logits {
@@ -248,6 +282,7 @@ impl Decoder {
             rows_buf: Vec::new(),
             past_names,
             present_names,
+            prefix_names,
             cross_names,
         })
     }
@@ -275,12 +310,16 @@ impl Decoder {
     /// Forget all but the first `len` positions of `cache` (a rejected draft). Shared-buffer
     /// graphs and sherpa-onnx's read `[:offset]` of a buffer, so there it is bookkeeping; older
     /// steno graphs take a cache of exactly the positions fed, so its tensors are cut to `len`
-    /// (a copy, once per rejected draft).
+    /// (a copy, once per rejected draft). Positions shared by several rows (the prefix) cannot
+    /// be forgotten: asking to is an error.
     pub fn rewind(&self, cache: &mut KvCache, len: usize) -> Result<()> {
-        if len > cache.len {
+        if len > cache.len || len < cache.prefix_len {
             return Err(Error::config(
                 "tokens",
-                format!("cannot rewind {} positions to {len}", cache.len),
+                format!(
+                    "cannot rewind {} positions to {len} ({} of them shared by every row)",
+                    cache.len, cache.prefix_len
+                ),
             ));
         }
         if self.layout == Layout::Steno && self.shared.is_none() && len < cache.len {
@@ -318,6 +357,10 @@ impl Decoder {
                 batch,
                 len: 0,
                 capacity,
+                prefix: (0..self.prefix_names.len())
+                    .map(|_| self.cache_buffer(allocator, 1, 0))
+                    .collect::<Result<_>>()?,
+                prefix_len: 0,
                 scratch: Vec::new(),
             });
         }
@@ -340,6 +383,8 @@ impl Decoder {
             batch,
             len: 0,
             capacity: 0,
+            prefix: Vec::new(),
+            prefix_len: 0,
             scratch: Vec::new(),
         })
     }
@@ -363,7 +408,7 @@ impl Decoder {
             return Err(Error::config("decoder", "rebuffer on a graph without shared buffers"));
         };
         let dh = self.d / self.n_head;
-        let (used, old_head, new_head) = (cache.len * dh, cache.capacity * dh, positions * dh);
+        let (used, old_head, new_head) = (cache.filled() * dh, cache.capacity * dh, positions * dh);
         for value in cache.values.iter_mut() {
             let mut new = self.cache_buffer(allocator, source.len(), positions)?;
             {
@@ -384,6 +429,52 @@ impl Decoder {
         }
         cache.batch = source.len();
         cache.capacity = positions;
+        Ok(())
+    }
+
+    /// Move the filled positions of a one-row cache's buffers to the end of its shared prefix
+    /// (new prefix tensors, one at a time); the row's buffer is then empty.
+    fn seal_prefix(&self, cache: &mut KvCache) -> Result<()> {
+        let Some(allocator) = &self.shared else {
+            return Err(Error::config(
+                "decoder",
+                "a shared prefix on a graph without shared buffers",
+            ));
+        };
+        if cache.batch != 1 {
+            return Err(Error::config(
+                "decoder",
+                format!(
+                    "only one row's positions can become the shared prefix, not {}'s",
+                    cache.batch
+                ),
+            ));
+        }
+        let dh = self.d / self.n_head;
+        let (old, added) = (cache.prefix_len, cache.filled());
+        for (prefix, row) in cache.prefix.iter_mut().zip(&cache.values) {
+            let mut new = self.cache_buffer(allocator, 1, old + added)?;
+            {
+                let (_, before) = prefix
+                    .try_extract_tensor::<f32>()
+                    .map_err(Error::ort("reading the shared prefix"))?;
+                let (_, row) = row
+                    .try_extract_tensor::<f32>()
+                    .map_err(Error::ort("reading the cache"))?;
+                let (_, to) = new
+                    .try_extract_tensor_mut::<f32>()
+                    .map_err(Error::ort("writing the shared prefix"))?;
+                let heads = PrefixHeads {
+                    count: self.n_head,
+                    prefix: old * dh,
+                    row_stride: cache.capacity * dh,
+                    added: added * dh,
+                };
+                append_heads(before, row, heads, to);
+            }
+            *prefix = new;
+        }
+        cache.prefix_len = old + added;
         Ok(())
     }
 
@@ -461,8 +552,8 @@ impl Decoder {
     }
 
     /// One call, or one call per token where the graph cannot take several new positions
-    /// after a filled cache: sherpa-onnx's causal mask, and GroupQueryAttention with more than
-    /// one row (its rule).
+    /// after a filled cache: sherpa-onnx's causal mask, and the GroupQueryAttention graphs of
+    /// early December 2026 with more than one row (that operator's rule).
     #[allow(clippy::too_many_arguments)]
     fn run_or_columns(
         &mut self,
@@ -475,7 +566,8 @@ impl Decoder {
         logits: &mut Vec<f32>,
     ) -> Result<Option<CrossQk>> {
         let batch = cache.batch;
-        let per_token = self.layout == Layout::Sherpa || (self.shared.is_some() && batch > 1);
+        let per_token =
+            self.layout == Layout::Sherpa || (self.shared.is_some() && self.prefix_names.is_empty() && batch > 1);
         if n == 1 || cache.len == 0 || !per_token {
             return self.run(tokens, n, cache, cross, want_qk, n_logits, logits);
         }
@@ -563,15 +655,16 @@ impl Decoder {
         rows: &mut Vec<f32>,
     ) -> Result<Option<CrossQk>> {
         let batch = cache.batch;
-        if self.shared.is_some() && cache.len + n > cache.capacity {
-            let positions = (cache.len + n).max(2 * cache.capacity).min(self.n_text_ctx);
+        if self.shared.is_some() && cache.filled() + n > cache.capacity {
+            let room = self.n_text_ctx - cache.prefix_len;
+            let positions = (cache.filled() + n).max(2 * cache.capacity).min(room);
             let every_row: Vec<usize> = (0..batch).collect();
             self.rebuffer(cache, &every_row, positions)?;
         }
         let shared = self.shared.is_some();
         let ids: Vec<i64>;
         let mut inputs: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
-            Vec::with_capacity(3 + cache.values.len() + cross.values.len());
+            Vec::with_capacity(3 + cache.values.len() + cache.prefix.len() + cross.values.len());
         if let Some(table) = self.token_rows.as_mut() {
             table.gather(tokens, &mut self.rows_buf)?;
             let shape = [batch, n, table.width()];
@@ -614,6 +707,9 @@ impl Decoder {
             ));
         }
         for (name, value) in self.past_names.iter().zip(&cache.values) {
+            inputs.push((name.as_str().into(), value.into()));
+        }
+        for (name, value) in self.prefix_names.iter().zip(&cache.prefix) {
             inputs.push((name.as_str().into(), value.into()));
         }
         for (name, value) in self.cross_names.iter().zip(&cross.values) {
@@ -720,13 +816,13 @@ impl Decoder {
                 return Ok(());
             }
             let dh = self.d / self.n_head;
+            let heads = Heads {
+                count: self.n_head,
+                stride: cache.capacity * dh,
+                filled: cache.filled() * dh,
+            };
             for value in cache.values.iter_mut() {
                 if self.shared.is_some() {
-                    let heads = Heads {
-                        count: self.n_head,
-                        stride: cache.capacity * dh,
-                        filled: cache.len * dh,
-                    };
                     permute_filled(value, source, &read, heads, &mut cache.scratch)?;
                 } else {
                     permute_rows(value, axis, source, &read, &mut cache.scratch)?;
@@ -735,6 +831,13 @@ impl Decoder {
             return Ok(());
         }
         if self.shared.is_some() {
+            if !self.prefix_names.is_empty() && cache.batch == 1 {
+                // One row becomes several (a beam search or best-of after its prompt): what the
+                // row holds becomes the prefix they share, and their own buffers start empty.
+                self.seal_prefix(cache)?;
+                let capacity = FIRST_CACHE_POSITIONS.min(self.n_text_ctx);
+                return self.rebuffer(cache, source, capacity);
+            }
             return self.rebuffer(cache, source, cache.capacity);
         }
         for value in cache.values.iter_mut() {
@@ -742,6 +845,33 @@ impl Decoder {
         }
         cache.batch = source.len();
         Ok(())
+    }
+}
+
+/// The sizes [`append_heads`] works with, in values: `count` heads, `prefix` values per head
+/// in the old prefix, `added` values per head taken from a row buffer whose heads lie
+/// `row_stride` values apart.
+#[derive(Debug, Clone, Copy)]
+struct PrefixHeads {
+    count: usize,
+    prefix: usize,
+    row_stride: usize,
+    added: usize,
+}
+
+/// Write into `to` (`[1, H, prefix + added]` per head, head-major) each head's old prefix
+/// followed by the first `added` values of the same head of `row` (one row of a buffer).
+fn append_heads(prefix: &[f32], row: &[f32], heads: PrefixHeads, to: &mut [f32]) {
+    let PrefixHeads {
+        count,
+        prefix: old,
+        row_stride,
+        added,
+    } = heads;
+    for h in 0..count {
+        let out = h * (old + added);
+        to[out..out + old].copy_from_slice(&prefix[h * old..(h + 1) * old]);
+        to[out + old..out + old + added].copy_from_slice(&row[h * row_stride..h * row_stride + added]);
     }
 }
 
@@ -988,6 +1118,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn append_heads_puts_each_heads_new_positions_after_its_old_prefix() {
+        // Two heads; an old prefix of 2 positions a head (values 10 h + p) and a row buffer of
+        // capacity 4 (values 100 + 10 h + p) whose first 3 positions are appended.
+        let (heads, old, capacity, added) = (2, 2, 4, 3);
+        let prefix: Vec<f32> = (0..heads * old).map(|i| (10 * (i / old) + i % old) as f32).collect();
+        let row = numbered(1, heads, capacity)
+            .iter()
+            .map(|v| v + 100.0)
+            .collect::<Vec<_>>();
+        let mut to = vec![f32::NAN; heads * (old + added)];
+        let sizes = PrefixHeads {
+            count: heads,
+            prefix: old,
+            row_stride: capacity,
+            added,
+        };
+        append_heads(&prefix, &row, sizes, &mut to);
+        let want: Vec<f32> = [0, 1, 100, 101, 102, 10, 11, 110, 111, 112].map(|x| x as f32).to_vec();
+        assert_eq!(to, want);
     }
 
     #[test]

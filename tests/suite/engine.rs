@@ -497,6 +497,10 @@ fn rewound_and_reordered_caches_decode_like_fresh_ones() {
         .forward(&prefix, prefix.len(), &mut cache, &cross, false)
         .unwrap();
     model.decoder.reorder(&mut cache, &[0, 0, 0]).unwrap();
+    // The prompt is now shared by the three rows (a graph with a prefix input): it cannot be
+    // rewound, and the error says so instead of corrupting the rows.
+    let error = model.decoder.rewind(&mut cache, 2).unwrap_err();
+    assert!(error.to_string().contains("shared by every row"), "{error}");
     let firsts = [7306u32, 1499, 4290];
     model.decoder.forward(&firsts, 1, &mut cache, &cross, false).unwrap();
     model.decoder.reorder(&mut cache, &[2, 1, 0]).unwrap();
@@ -522,6 +526,20 @@ fn rewound_and_reordered_caches_decode_like_fresh_ones() {
         .into_iter()
         .map(|first| [&prefix[..], &[first, 13]].concat())
         .collect();
+    // Two tokens a row in one call after the shared prompt: the graph's mask keeps each row's
+    // second token from seeing past its first.
+    let (two, _) = model
+        .decoder
+        .forward(&[843, 523, 616, 5891, 3399, 11], 2, &mut cache, &cross, false)
+        .unwrap();
+    for (row, pair) in [[843u32, 523], [616, 5891], [3399, 11]].iter().enumerate() {
+        histories[row].extend(pair);
+        close(
+            &two[row * v..(row + 1) * v],
+            &fresh(&mut model, &histories[row]),
+            &format!("row {row} after a two-token feed"),
+        );
+    }
     let mut logits = Vec::new();
     for step in 0..70 {
         let next: Vec<u32> = (0..3).map(|row| words[(step + 3 * row) % words.len()]).collect();
