@@ -69,6 +69,13 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   fp32 against three, at about the same speed on an AVX-512 VNNI CPU (LibriSpeech greedy RTFx
   65 against 63). On a CPU without VNNI the blocks encoder was slower (a 30 s window 940 ms
   against 607 ms): there `--int8-encoder dynamic` is the faster choice.
+  Tried and not kept (2026-12-03, a Xeon with AVX-512 VNNI where the blocks encoder's 30 s
+  window took 255-265 ms against fp32's 243-250 ms, MatMulNBits 55 % of it): per-output-channel
+  int8 weights with each activation row quantised on its own at run time (QuantizeLinear per
+  row, MatMulInteger, DequantizeLinear) ran the window in 179-182 ms, but int8 WER against fp32
+  went to +0.26 / +0.32 on LibriSpeech (greedy / beam 5), +0.86 / +1.51 on hifitts, -0.15 /
+  +0.76 on long-form (blocks: -0.39 / +0.26, -0.11 / -1.40, -0.61 / 0.00); keeping fc2 in
+  blocks left hifitts at +0.43 / +1.19.
 
 TOKEN_ROWS (steno layout). The weights are external data, `<file>.data` beside each graph, every
   tensor at a 4096-byte-aligned offset. The decoder does not look tokens up: its input is the
