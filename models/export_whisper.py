@@ -533,9 +533,10 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         write_at = g.op("Expand", [s, rows_n])  # [N]
         capacity = g.op("Shape", ["past_k_0"], start=2, end=3)  # [1]
         one = g.ints([1])
+        step = g.weight(g.fresh("const_i64_one"), np.array(1, dtype=np.int64))  # a scalar, as Range takes
         s0, n0, c0 = (g.op("Squeeze", [t, zero]) for t in (s, n, capacity))
-        j = g.op("Range", [g.op("Squeeze", [zero, zero]), c0, g.op("Squeeze", [one, zero])])  # [C]
-        t = g.op("Unsqueeze", [g.op("Range", [s0, g.op("Add", [s0, n0]), g.op("Squeeze", [one, zero])]), one])  # [n, 1]
+        j = g.op("Range", [g.weight(g.fresh("const_i64_zero"), np.array(0, dtype=np.int64)), c0, step])  # [C]
+        t = g.op("Unsqueeze", [g.op("Range", [s0, g.op("Add", [s0, n0]), step]), one])  # [n, 1]
         row_mask = g.op("Where", [g.op("Greater", [j, t]), g.scalar_f(-np.inf), g.scalar_f(0.0)])  # [n, C]
         splits = g.op("Concat", [n_prefix, capacity], axis=0)  # [2]
 

@@ -432,8 +432,9 @@ impl Decoder {
         Ok(())
     }
 
-    /// Move the filled positions of a one-row cache's buffers to the end of its shared prefix
-    /// (new prefix tensors, one at a time); the row's buffer is then empty.
+    /// Move the filled positions of a one-row cache's buffers (its caller, [`Decoder::reorder`],
+    /// checks the one row) to the end of its shared prefix (new prefix tensors, one at a time);
+    /// the row's buffer is then empty.
     fn seal_prefix(&self, cache: &mut KvCache) -> Result<()> {
         let Some(allocator) = &self.shared else {
             return Err(Error::config(
@@ -441,15 +442,6 @@ impl Decoder {
                 "a shared prefix on a graph without shared buffers",
             ));
         };
-        if cache.batch != 1 {
-            return Err(Error::config(
-                "decoder",
-                format!(
-                    "only one row's positions can become the shared prefix, not {}'s",
-                    cache.batch
-                ),
-            ));
-        }
         let dh = self.d / self.n_head;
         let (old, added) = (cache.prefix_len, cache.filled());
         for (prefix, row) in cache.prefix.iter_mut().zip(&cache.values) {
