@@ -1,6 +1,7 @@
 //! Pipeline benchmarks on tiny.en (needs `models/provision`): the log-mel front end on 30 s,
-//! encoder windows of 10 s and 30 s, two 15 s windows in one call and in two, and one decoder step against a 30 s window (greedy and 5
-//! beams), for fp32 and int8, and whole-clip transcription of
+//! encoder windows of 10 s and 30 s, two 15 s windows in one call and in two, one decoder step
+//! against a 30 s window (greedy and 5 beams) and a 224-token prompt fed in pieces and in one
+//! call, for fp32 and int8, and whole-clip transcription of
 //! audio-samples/jfk.wav. Corpus-level speed and accuracy are measured with
 //! `steno eval <dir> --json` (RTFx, WER, peak RSS).
 
@@ -86,6 +87,23 @@ fn model_steps(c: &mut Criterion) {
                 })
             });
         }
+        // A 30 s window's longest prompt (223 tokens of earlier text and <|startoftranscript|>),
+        // fed in pieces of 32 tokens (what batch transcription does, for memory) and in one call.
+        let prompt: Vec<u32> = (0..223).map(|i| 400 + i).chain([model.tokens.sot]).collect();
+        for whole in [false, true] {
+            let how = if whole { "one_call" } else { "pieces" };
+            model.decoder.set_whole_feeds(whole);
+            c.bench_function(&format!("decoder_prompt_224_tokens_{how}_{variant:?}"), |b| {
+                b.iter(|| {
+                    let mut cache = model.decoder.new_cache(1).unwrap();
+                    model
+                        .decoder
+                        .forward(&prompt, prompt.len(), &mut cache, &cross, false)
+                        .unwrap()
+                })
+            });
+        }
+        model.decoder.set_whole_feeds(false);
     }
 }
 

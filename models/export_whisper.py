@@ -77,7 +77,11 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   +0.76 on long-form (blocks: -0.39 / +0.26, -0.11 / -1.40, -0.61 / 0.00); keeping fc2 in
   blocks left hifitts at +0.43 / +1.19. Encoder blocks of 128 input channels instead of 32 (the
   decoder unchanged): the window 230-240 ms against 273-287 ms, int8 WER against fp32 +0.32 /
-  +1.09, +0.43 / +0.54, -0.30 / +0.15.
+  +1.09, +0.43 / +0.54, -0.30 / +0.15. The encoder's MatMulNBits at accuracy_level=1 (the same
+  int8 blocks, fp32 activations; the decoder unchanged), once ONNX Runtime's threads spun within
+  a call: the window 198-228 ms against 240-265 ms (fp32: 219-227 ms), peak RSS of a 5-minute
+  file 134.5 / 134.8 MiB against 137.0 / 137.6 (greedy / beam 5), but int8 WER against fp32
+  -0.33 / +0.77, +0.11 / +0.33, -1.06 / +0.46.
 
 TOKEN_ROWS (steno layout). The weights are external data, `<file>.data` beside each graph, every
   tensor at a 4096-byte-aligned offset. The decoder does not look tokens up: its input is the
