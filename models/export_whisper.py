@@ -46,6 +46,25 @@ SELF_CACHE (steno layout). A self-attention cache in two parts, written in place
   stayed resident while the call ran (one layer at 5 beams, 250-350 positions: 2.65 ms against
   0.56 ms for an in-place write, a Python ORT check, 2 threads).
 
+CROSS_GROUPS (steno layout). Cross-attention takes the N rows as Nk groups of G = N / Nk rows,
+  one group per cross K/V row (Nk = 1: every beam row shares the window's keys), and each head
+  multiplies all G * n queries of its group against the keys in one matmul: q [N, n, D] ->
+  [Nk, G, n, H, dh] -> [Nk, H, G * n, dh]. A broadcast matmul of [N, H, n, dh] against [1, H,
+  T/2, dh] runs one product per row and head instead and reads the keys and values N times.
+  One-row calls compute exactly what they did; several rows sharing the keys differ in the last
+  bits (fp32 logits within 6e-6). The fp32 graph only. Why (2026-12-03, tiny.en, 2 threads, a
+  2-core Xeon with much CPU steal that afternoon): a step of 5 rows against 30 s of cross K/V,
+  both graphs alternately in one Python ONNX Runtime process, 200 calls each, median per-pair
+  time ratio grouped / broadcast: fp32 0.88, 0.92, 0.95 (one row 1.00, 0.96, 1.00), int8 0.77,
+  0.77, 1.00 (one row 0.95, 0.98, 0.99). `steno eval --beam-size 5` wall seconds, the two fp32
+  graphs alternately, broadcast / grouped: LibriSpeech 31.9, 32.7, 32.7 / 28.0, 31.8, 33.0;
+  long-form 16.0, 15.2, 11.8 / 14.8, 12.3, 14.0; hifitts 23.7, 23.7 / 23.2, 22.4; the same
+  transcripts. The int8 graph keeps the broadcast: grouped, its beam-5 transcripts moved (int8
+  rounds the slightly different activations differently) and int8 WER against fp32 went to
+  +0.90 on LibriSpeech (11.12 against 10.22; hifitts -0.32, long-form -0.30), past the +0.3
+  that the broadcast graph meets (+0.26). That margin is noise-sized (see "int8"), so this is
+  a choice to keep a measured state, not evidence that grouping hurts int8.
+
 sherpa: sherpa-onnx's contract (scripts/whisper/export-onnx.py), for compatibility.
   encoder  mel [N, n_mels, 3000] -> n_layer_cross_k, n_layer_cross_v [L, N, 1500, D]
   decoder  tokens [N, n], in_n_layer_self_k_cache / in_n_layer_self_v_cache [L, N, 448, D],
@@ -544,6 +563,19 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         row_mask = g.op("Where", [g.op("Greater", [j, t]), g.scalar_f(-np.inf), g.scalar_f(0.0)])  # [n, C]
         splits = g.op("Concat", [n_prefix, capacity], axis=0)  # [2]
 
+    # See CROSS_GROUPS: the N rows as Nk groups of G = N / Nk rows, one per cross K/V row (the
+    # fp32 graph only: the int8 one keeps the broadcast, why there).
+    grouped = layout == "steno" and not int8
+    if grouped:
+        n_audio = g.op("Shape", ["cross_k_0"], start=0, end=1)  # [1]
+        groups = g.op("Div", [rows_n, n_audio])  # [1]
+        t2 = g.op("Shape", ["cross_k_0"], start=2, end=3)  # [1]
+        # q [N, n, D] -> [Nk, G, n, H, dh] (then [Nk, H, G, n, dh] -> [Nk, H, G*n, dh]) and back.
+        q_split = g.op("Concat", [n_audio, groups, n, g.ints([n_head, dh])], axis=0)
+        q_grouped = g.op("Concat", [n_audio, g.ints([n_head, -1, dh])], axis=0)
+        a_split = g.op("Concat", [n_audio, g.ints([n_head]), groups, n, g.ints([dh])], axis=0)
+        a_rows = g.op("Concat", [rows_n, n, g.ints([d])], axis=0)
+
     heads_by_layer = {}
     for layer, head in alignment_heads:
         heads_by_layer.setdefault(layer, []).append(head)
@@ -596,10 +628,19 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
             cv = to_heads(g, g.op("Squeeze", [g.op("Gather", ["n_layer_cross_v", g.ints([i])], axis=0), zero]), n_head, dh)
         else:
             ck, cv = f"cross_k_{i}", f"cross_v_{i}"
-        a, scores = attend(g, to_heads(g, q, n_head, dh), ck, cv)
-        if i in heads_by_layer and layout != "sherpa":
-            qk_parts.append(g.op("Gather", [scores, g.ints(heads_by_layer[i])], axis=1))  # [N, A_i, n, T2]
-        a = g.linear(from_heads(g, a, d), V[p + "attention/linear_2/weight"], V[p + "attention/linear_2/bias"],
+        if not grouped:
+            a, scores = attend(g, to_heads(g, q, n_head, dh), ck, cv)
+            a = from_heads(g, a, d)
+            if i in heads_by_layer and layout != "sherpa":
+                qk_parts.append(g.op("Gather", [scores, g.ints(heads_by_layer[i])], axis=1))  # [N, A_i, n, T2]
+        else:
+            # CROSS_GROUPS: each group's rows are one matmul's rows against its keys.
+            qg = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [q, q_split])], perm=[0, 3, 1, 2, 4]), q_grouped])
+            a, scores = attend(g, qg, ck, cv)  # [Nk, H, G*n, dh], [Nk, H, G*n, T2]
+            a = g.op("Reshape", [g.op("Transpose", [g.op("Reshape", [a, a_split])], perm=[0, 2, 3, 1, 4]), a_rows])
+            if i in heads_by_layer:
+                qk_parts.append(g.op("Gather", [scores, g.ints(heads_by_layer[i])], axis=1))  # [Nk, A_i, G*n, T2]
+        a = g.linear(a, V[p + "attention/linear_2/weight"], V[p + "attention/linear_2/bias"],
                      name=f"dec{i}_xa_out")
         x = g.op("Add", [x, a])
         # --- MLP
@@ -613,8 +654,16 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         last = x  # sherpa-onnx returns logits for every position
         logits_dims = ["N", "n_tokens", n_vocab]
     else:
-        qk = g.op("Concat", qk_parts, axis=1)  # [N, A, n, T2]
-        g.op("Transpose", [qk], perm=[0, 2, 1, 3], outputs=["cross_qk"])  # [N, n, A, T2]
+        if not grouped:
+            qk = g.op("Concat", qk_parts, axis=1)  # [N, A, n, T2]
+            g.op("Transpose", [qk], perm=[0, 2, 1, 3], outputs=["cross_qk"])  # [N, n, A, T2]
+        else:
+            qk = g.op("Concat", qk_parts, axis=1)  # [Nk, A, G*n, T2]
+            n_align = len(alignment_heads)
+            qk = g.op("Reshape", [qk, g.op("Concat", [n_audio, g.ints([n_align]), groups, n, t2], axis=0)])
+            qk = g.op("Transpose", [qk], perm=[0, 2, 3, 1, 4])  # [Nk, G, n, A, T2]
+            g.op("Reshape", [qk, g.op("Concat", [rows_n, n, g.ints([n_align]), t2], axis=0)],
+                 outputs=["cross_qk"])  # [N, n, A, T2]
         # The last `n_logits` positions only (1 while decoding step by step; more to verify a
         # draft of several tokens in one call): the tied projection is the largest matmul.
         first = g.op("Neg", ["n_logits"])
