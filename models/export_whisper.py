@@ -654,11 +654,10 @@ def build_decoder(V, dims, alignment_heads, metadata, layout, int8=None):
         last = x  # sherpa-onnx returns logits for every position
         logits_dims = ["N", "n_tokens", n_vocab]
     else:
+        qk = g.op("Concat", qk_parts, axis=1)  # [N, A, n, T2]; grouped [Nk, A, G*n, T2]
         if not grouped:
-            qk = g.op("Concat", qk_parts, axis=1)  # [N, A, n, T2]
             g.op("Transpose", [qk], perm=[0, 2, 1, 3], outputs=["cross_qk"])  # [N, n, A, T2]
         else:
-            qk = g.op("Concat", qk_parts, axis=1)  # [Nk, A, G*n, T2]
             n_align = len(alignment_heads)
             qk = g.op("Reshape", [qk, g.op("Concat", [n_audio, g.ints([n_align]), groups, n, t2], axis=0)])
             qk = g.op("Transpose", [qk], perm=[0, 2, 3, 1, 4])  # [Nk, G, n, A, T2]

@@ -321,12 +321,13 @@ impl Runtime {
             // Intra-op threads spin while a run lasts and sleep as soon as it returns
             // (`force_spinning_stop`). A run is a chain of small operators (a decoder step is
             // ~200 of them in about 2 ms), and a sleeping thread woken for each costs a futex
-            // wake-up and a cold start per operator; spinning between runs too starved the
-            // other threads (the audio reader, live streams' own). tiny.en int8 greedy, 2
-            // threads, `steno eval` wall seconds on a 2-core Xeon (2026-12-03), asleep / spin
-            // always / spin during runs: long-form 7.2–9.4 / 6.6–8.8 / 6.6–7.4, LibriSpeech
-            // 15.7–17.6 / 20.6–20.9 / 14.8–18.2, hifitts 14.0–16.5 / 18.9–20.7 / 13.0–14.4 (one
-            // int8 decoder step 2.28 / 1.80 ms); fp32 beam 5, asleep / during runs: long-form
+            // wake-up and a cold start per operator; spinning between runs too takes cores from
+            // the process's other threads (short clips got slower, live streams starved).
+            // tiny.en int8 greedy, 2 threads, `steno eval` wall seconds on a 2-core Xeon
+            // (2026-12-03), asleep / spin always / spin during runs: long-form 7.2–9.4 /
+            // 6.6–8.8 / 6.6–7.4, LibriSpeech 15.7–17.6 / 20.6–20.9 / 14.8–18.2, hifitts
+            // 14.0–16.5 / 18.9–20.7 / 13.0–14.4 (one int8 decoder step, asleep / spinning: 2.28
+            // / 1.80 ms); fp32 beam 5, asleep / during runs: long-form
             // 14.6–19.1 / 13.6–17.6, LibriSpeech 33.7–39.8 / 31.0–33.8. 8 server streams
             // (`benches/serve_load.py`), end-of-speech → final p50 / p95: asleep 0.58–0.62 /
             // 1.12–1.27 s, during runs 0.44–0.58 / 0.88–1.07 s. (Spinning was off from
