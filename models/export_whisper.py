@@ -55,7 +55,7 @@ CROSS_GROUPS (steno layout). Cross-attention takes the N rows as Nk groups of G 
   bits (fp32 logits within 6e-6). The fp32 graph only. Why (2026-12-03, tiny.en, 2 threads, a
   2-core Xeon with much CPU steal that afternoon): a step of 5 rows against 30 s of cross K/V,
   both graphs alternately in one Python ONNX Runtime process, 200 calls each, median per-pair
-  time ratio grouped / broadcast: fp32 0.88, 0.92, 0.95 (one row 1.00, 0.96, 1.00), int8 0.77,
+  time ratio grouped / broadcast: fp32 0.88, 0.92, 0.95 (one row 1.00, 0.96, 1.00), int8 0.74,
   0.77, 1.00 (one row 0.95, 0.98, 0.99). `steno eval --beam-size 5` wall seconds, the two fp32
   graphs alternately, broadcast / grouped: LibriSpeech 31.9, 32.7, 32.7 / 28.0, 31.8, 33.0;
   long-form 16.0, 15.2, 11.8 / 14.8, 12.3, 14.0; hifitts 23.7, 23.7 / 23.2, 22.4; the same

@@ -327,12 +327,11 @@ impl Runtime {
             // (2026-12-03), asleep / spin always / spin during runs: long-form 7.2–9.4 /
             // 6.6–8.8 / 6.6–7.4, LibriSpeech 15.7–17.6 / 20.6–20.9 / 14.8–18.2, hifitts
             // 14.0–16.5 / 18.9–20.7 / 13.0–14.4 (one int8 decoder step, asleep / spinning: 2.28
-            // / 1.80 ms); fp32 beam 5, asleep / during runs: long-form
-            // 14.6–19.1 / 13.6–17.6, LibriSpeech 33.7–39.8 / 31.0–33.8. 8 server streams
-            // (`benches/serve_load.py`), end-of-speech → final p50 / p95: asleep 0.58–0.62 /
-            // 1.12–1.27 s, during runs 0.44–0.58 / 0.88–1.07 s. (Spinning was off from
-            // 2026-12-01: always-spinning threads had starved 4 server streams, end-of-speech →
-            // final p95 0.98 → 1.74 s.)
+            // / 1.80 ms); fp32 beam 5, asleep / during runs: long-form 14.6–19.1 / 13.6–17.6,
+            // LibriSpeech 33.7–39.8 / 31.0–33.8. 8 server streams (`benches/serve_load.py`),
+            // end-of-speech → final p50 / p95: asleep 0.58–0.62 / 1.12–1.27 s, during runs
+            // 0.44–0.58 / 0.88–1.07 s. (Spinning was off from 2026-12-01: always-spinning
+            // threads had starved 4 server streams, end-of-speech → final p95 0.98 → 1.74 s.)
             .with_intra_op_spinning(true)
             .map_err(|e| Error::ort(context())(e.into()))?
             .with_config_entry("session.force_spinning_stop", "1")
