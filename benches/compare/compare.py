@@ -33,7 +33,9 @@ extracted by `provision`) on both sides, for every engine; steno's own WER is ke
 
 Usage (through the wrapper, which provisions the venv first):
     benches/compare/run ../shared/eval/librispeech [--engines steno,faster-whisper,sherpa-onnx]
-        [--settings fp32-beam5,int8-greedy] [--threads 2] [--limit N] [--json out.json]
+        [--settings fp32-beam5,int8-greedy] [--threads 2] [--limit N] [--repeat 3] [--json out.json]
+--repeat N runs every configuration N times in rounds (each round runs every configuration once,
+so a drift in the machine's speed reaches all engines alike); a row shows its median run.
 A benchmark, not a test: it prints numbers; nothing asserts a threshold.
 """
 
@@ -460,6 +462,24 @@ def versions(steno):
     return out
 
 
+def summarize(row):
+    """The row's figures are its median run's (by transcription time; the lower middle one for
+    an even count); `runs` keeps every run."""
+    runs = row.get("runs") or []
+    if not runs:
+        return
+    median = sorted(runs, key=lambda r: r["transcribe_s"])[(len(runs) - 1) // 2]
+    for key, value in median.items():
+        if key not in ("round",):
+            row[key] = value
+    if len(runs) > 1:
+        rtfx = [r["rtfx"] for r in runs if r.get("rtfx")]
+        row["rtfx_range"] = [min(rtfx), max(rtfx)]
+        wers = sorted({round(r["wer_pct"], 2) for r in runs})
+        if len(wers) > 1:
+            row["wer_pct_runs"] = [r["wer_pct"] for r in runs]
+
+
 def fmt(value, digits):
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -470,8 +490,16 @@ def markdown(rows):
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         notes = r.get("unsupported") or r.get("error") or ""
-        if r.get("idle", {}).get("warning"):
+        if any((run.get("idle") or {}).get("warning") for run in r.get("runs", [])):
             notes = (notes + "; " if notes else "") + "not idle"
+        if r.get("rtfx_range"):
+            lo, hi = r["rtfx_range"]
+            notes = (notes + "; " if notes else "") + f"{len(r['runs'])} runs, RTFx {lo:.1f}-{hi:.1f}"
+        if r.get("rtfx_ratio_by_round"):
+            notes = (notes + "; " if notes else "") + "ratio by round " + ", ".join(
+                f"{x:.2f}" for x in r["rtfx_ratio_by_round"])
+        if r.get("wer_pct_runs"):
+            notes = (notes + "; " if notes else "") + "WER by run " + ", ".join(f"{x:.2f}" for x in r["wer_pct_runs"])
         if r.get("engine_wer_pct") is not None and r.get("wer_pct") is not None \
                 and abs(r["engine_wer_pct"] - r["wer_pct"]) > 0.005:
             notes = (notes + "; " if notes else "") + f"own WER {r['engine_wer_pct']:.2f} %"
@@ -501,6 +529,8 @@ def main():
                     help="run a configuration once CPU use is below this (default 15)")
     ap.add_argument("--idle-timeout-s", type=float, default=300.0,
                     help="wait at most this long for an idle machine, then run anyway (default 300)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run every configuration N times, in rounds; a row shows its median run (default 1)")
     ap.add_argument("--worker", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     ap.add_argument("--quantize", metavar="PAIRS", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -510,6 +540,8 @@ def main():
         return quantize(json.loads(args.quantize))
     if not args.dir:
         ap.error("the folder is required")
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     engines = [e for e in args.engines.split(",") if e]
     settings = [s for s in args.settings.split(",") if s]
     for value, known in ((engines, ENGINES), (settings, SETTINGS)):
@@ -538,50 +570,69 @@ def main():
         else:
             steno_dir = folder
 
-        rows = []
+        rows, models = [], {}
         for setting in settings:
             for engine in engines:
                 row = {"engine": engine, "setting": setting, "files": len(refs),
-                       "audio_s": total_audio}
+                       "audio_s": total_audio, "runs": []}
                 rows.append(row)
                 why = unsupported(engine, setting, refs, durations)
                 if why:
                     row["unsupported"] = why
                     log(f"{engine} {setting}: n/a ({why})")
+        # Rounds: every configuration once per round, so a drift in the machine's speed (CPU
+        # steal on a shared host) reaches every engine alike rather than one engine's runs.
+        for round_no in range(1, args.repeat + 1):
+            for row in rows:
+                if row.get("unsupported") or row.get("error"):
                     continue
+                engine, setting = row["engine"], row["setting"]
+                tag = f"{engine} {setting}" + (f" (round {round_no}/{args.repeat})" if args.repeat > 1 else "")
                 try:
                     # model files first (sherpa-onnx int8 is quantised here), then the idle wait
-                    model = None if engine == "steno" else python_engine_model(args, engine, setting)
-                    row["idle"] = wait_for_idle(args.idle_busy_pct, args.idle_timeout_s)
-                    log(f"{engine} {setting}: running (CPU {row['idle']['busy_pct']} % busy before)")
+                    if engine != "steno" and (engine, setting) not in models:
+                        models[engine, setting] = python_engine_model(args, engine, setting)
+                    idle = wait_for_idle(args.idle_busy_pct, args.idle_timeout_s)
+                    log(f"{tag}: running (CPU {idle['busy_pct']} % busy before)")
                     if engine == "steno":
                         result, usage = run_steno(args, setting, steno_dir, refs)
                     else:
-                        result, usage = run_python_engine(args, engine, setting, model, refs)
+                        result, usage = run_python_engine(args, engine, setting, models[engine, setting], refs)
                 except Exception as e:  # a missing model file, a failed quantisation: say so, go on
                     row["error"] = str(e)
-                    log(f"{engine} {setting}: {e}")
+                    log(f"{tag}: {e}")
                     continue
-                row["peak_rss_mib"] = usage.ru_maxrss / 1024  # KiB on Linux
-                row["cpu_s"] = usage.ru_utime + usage.ru_stime
+                run = {"round": round_no, "idle": idle, "peak_rss_mib": usage.ru_maxrss / 1024,  # KiB on Linux
+                       "cpu_s": usage.ru_utime + usage.ru_stime}
                 hypotheses = result.pop("hypotheses", None)
-                row.update(result)
+                run.update(result)
                 if "error" in result and hypotheses is None:
-                    log(f"{engine} {setting}: {result['error']}")
+                    row["error"] = result["error"]
+                    log(f"{tag}: {result['error']}")
                     continue
                 items, errors, wer = score(refs, hypotheses, normalize)
-                row["rtfx"] = total_audio / row["transcribe_s"] if row["transcribe_s"] else None
-                row["wer_pct"] = 100.0 * wer
-                row["word_errors"] = errors
-                row["items"] = items
-                log(f"{engine} {setting}: RTFx {row['rtfx']:.2f}, WER {row['wer_pct']:.2f} %, "
-                    f"load {row['load_s']:.2f} s, peak RSS {row['peak_rss_mib']:.0f} MiB")
+                run["rtfx"] = total_audio / run["transcribe_s"] if run["transcribe_s"] else None
+                run["wer_pct"] = 100.0 * wer
+                run["word_errors"] = errors
+                run["items"] = items
+                row["runs"].append(run)
+                log(f"{tag}: RTFx {run['rtfx']:.2f}, WER {run['wer_pct']:.2f} %, "
+                    f"load {run['load_s']:.2f} s, peak RSS {run['peak_rss_mib']:.0f} MiB")
 
     for row in rows:
+        summarize(row)
+    for row in rows:
         if row["engine"] == "steno" and row.get("rtfx"):
-            peers = [r["rtfx"] for r in rows if r["setting"] == row["setting"]
-                     and r["engine"] != "steno" and r.get("rtfx")]
-            row["rtfx_ratio"] = row["rtfx"] / max(peers) if peers else None
+            peers = [r for r in rows if r["setting"] == row["setting"] and r["engine"] != "steno" and r.get("rtfx")]
+            row["rtfx_ratio"] = row["rtfx"] / max(r["rtfx"] for r in peers) if peers else None
+            if peers and args.repeat > 1:
+                # Round by round: steno's run against the best peer run of the same round.
+                ratios = []
+                for run in row["runs"]:
+                    same = [p["rtfx"] for r in peers for p in r["runs"] if p["round"] == run["round"] and p.get("rtfx")]
+                    if run.get("rtfx") and same:
+                        ratios.append(run["rtfx"] / max(same))
+                row["rtfx_ratio_by_round"] = ratios
 
     doc = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -590,6 +641,7 @@ def main():
         "audio_s": total_audio,
         "model": args.model,
         "threads": args.threads,
+        "repeat": args.repeat,
         "machine": machine_info(),
         "versions": versions(args.steno),
         "normalizer": "whisper.normalizers.EnglishTextNormalizer (openai-whisper 20250625)",
