@@ -104,16 +104,17 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   Also tried that evening (not kept): per-tensor activations (DynamicQuantizeMatMul) ran a
   [1500, 384] x [384, 1536] product in 2.4 ms against 8.9 ms for the blocks and 6.9 ms fp32, but
   lose the encoder: the last layer's fc2 input has one channel near 570 against a median of 2.5
-  (jfk.wav), and a 30 s window's outputs came out with an RMS error of 8-11 % (blocks: 2-3 %).
-  SmoothQuant scales (per-channel maxima over jfk.wav, alpha 0.15-0.5, folded into the layer
-  norms and the V rows, a Mul before fc2; exact in fp32 to 4e-6) made the int8 error larger, not
-  smaller, with per-tensor and with per-row activations. Per-row activations in layers 2-3 only,
-  blocks in layers 0-1 (alone in rows, a layer-0 or -1 projection added up to 1.5 points of RMS
-  error): the window 206-262 ms against 252-277 ms, int8 greedy WER long-form 11.08, LibriSpeech
-  12.34, hifitts 9.81 (+1.08 against fp32). A trap seen on the way: with the row scales applied
-  as Mul(Cast(MatMulInteger), Mul(row scales, column scales)), ONNX Runtime 1.31's graph
-  optimiser produced wrong results (RMS error above 100 %; right with optimisations off);
-  multiplying by the column scales first, then the row scales, avoided it.
+  (the first 30 s of a long-form file), and a 30 s window's outputs came out with an RMS error
+  of 7-11 % (blocks: 2-3 %). SmoothQuant scales (per-channel maxima over jfk.wav as is and
+  padded to 30 s, alpha 0.15-0.5, folded into the layer norms and the V rows, a Mul before fc2;
+  exact in fp32 to 4e-6) made the int8 error larger, not smaller, with per-tensor and with
+  per-row activations. Per-row activations in layers 2-3 only, blocks in layers 0-1 (alone in
+  rows, a layer-0 or -1 projection added up to 1.5 points of RMS error): the window 206-262 ms
+  against 252-277 ms, int8 greedy WER long-form 11.08, LibriSpeech 12.34, hifitts 9.81 (+1.08
+  against fp32). A trap seen on the way: with the row scales applied as Mul(Cast(MatMulInteger),
+  Mul(row scales, column scales)), ONNX Runtime 1.31's graph optimiser produced wrong results
+  (RMS error above 100 %; right with optimisations off); multiplying by the column scales first,
+  then the row scales, avoided it.
 
 TOKEN_ROWS (steno layout). The weights are external data, `<file>.data` beside each graph, every
   tensor at a 4096-byte-aligned offset. The decoder does not look tokens up: its input is the
