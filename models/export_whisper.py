@@ -101,7 +101,7 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   a call: the window 198-228 ms against 240-265 ms (fp32: 219-227 ms), peak RSS of a 5-minute
   file 134.5 / 134.8 MiB against 137.0 / 137.6 (greedy / beam 5), but int8 WER against fp32
   -0.33 / +0.77, +0.11 / +0.33, -1.06 / +0.46.
-  Also tried that evening (not kept): per-tensor activations (DynamicQuantizeMatMul) ran a
+  Also tried later that day (not kept): per-tensor activations (DynamicQuantizeMatMul) ran a
   [1500, 384] x [384, 1536] product in 2.4 ms against 8.9 ms for the blocks and 6.9 ms fp32, but
   lose the encoder: the last layer's fc2 input has one channel near 570 against a median of 2.5
   (the first 30 s of a long-form file), and a 30 s window's outputs came out with an RMS error

@@ -478,6 +478,10 @@ def summarize(row):
         wers = sorted({round(r["wer_pct"], 2) for r in runs})
         if len(wers) > 1:
             row["wer_pct_runs"] = [r["wer_pct"] for r in runs]
+        # A run with failed files (faster for it) must show even when it is not the median.
+        failed = [r["round"] for r in runs if r.get("error")]
+        if failed:
+            row["failed_rounds"] = failed
 
 
 def fmt(value, digits):
@@ -498,6 +502,8 @@ def markdown(rows):
         if r.get("rtfx_ratio_by_round"):
             notes = (notes + "; " if notes else "") + "ratio by round " + ", ".join(
                 f"{x:.2f}" for x in r["rtfx_ratio_by_round"])
+        if r.get("failed_rounds"):
+            notes = (notes + "; " if notes else "") + "files failed in round " + ", ".join(map(str, r["failed_rounds"]))
         if r.get("wer_pct_runs"):
             notes = (notes + "; " if notes else "") + "WER by run " + ", ".join(f"{x:.2f}" for x in r["wer_pct_runs"])
         if r.get("engine_wer_pct") is not None and r.get("wer_pct") is not None \
