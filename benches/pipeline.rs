@@ -1,7 +1,7 @@
 //! Pipeline benchmarks on tiny.en (needs `models/provision`): the log-mel front end on 30 s,
-//! encoder windows of 10 s and 30 s, two 15 s windows in one call and in two, one decoder step
-//! against a 30 s window (greedy and 5 beams) and a 224-token prompt fed in pieces and in one
-//! call, for fp32 and int8, and whole-clip transcription of
+//! encoder windows of 10 s and 30 s, two 15 s windows in one call and in two, decoder steps
+//! against a 30 s window (greedy and 5 beams, steady state) and a 224-token prompt fed in
+//! pieces and in one call, for fp32 and int8, and whole-clip transcription of
 //! audio-samples/jfk.wav. Corpus-level speed and accuracy are measured with
 //! `steno eval <dir> --json` (RTFx, WER, peak RSS).
 
@@ -62,26 +62,42 @@ fn model_steps(c: &mut Criterion) {
             })
         });
         // Decoder steps against the 30 s window's cross K/V: greedy (1 row) and beam search (5).
+        // Steady state, as a window's search runs them: each sequence feeds the prompt (and, at
+        // 5 rows, reorders the cache to the beams) untimed, then times its next STEPS steps one
+        // by one, cache growth included where it falls; a fresh sequence follows.
         let cross = cross.expect("30 s window");
         let prompt: Vec<u32> = vec![model.tokens.sot, 843, 523, 616, 5891, 3399];
+        const STEPS: usize = 64;
         for rows in [1usize, 5] {
-            let name = format!("decoder_step_30s_{rows}_rows_at_offset_{}_{variant:?}", prompt.len());
+            let name = format!(
+                "decoder_step_30s_{rows}_rows_offsets_{}_to_{}_{variant:?}",
+                prompt.len(),
+                prompt.len() + STEPS - 1
+            );
+            let mut sequence: Option<(steno::model::KvCache, usize)> = None;
             c.bench_function(&name, |b| {
                 b.iter_custom(|iters| {
                     let mut total = std::time::Duration::ZERO;
                     for _ in 0..iters {
-                        let mut cache = model.decoder.new_cache(1).unwrap();
-                        model
-                            .decoder
-                            .forward(&prompt, prompt.len(), &mut cache, &cross, false)
-                            .unwrap();
-                        model.decoder.reorder(&mut cache, &vec![0; rows]).unwrap();
+                        let (cache, fed) = match &mut sequence {
+                            Some((cache, fed)) if *fed < STEPS => (cache, fed),
+                            slot => {
+                                let mut cache = model.decoder.new_cache(1).unwrap();
+                                model
+                                    .decoder
+                                    .forward(&prompt, prompt.len(), &mut cache, &cross, false)
+                                    .unwrap();
+                                model.decoder.reorder(&mut cache, &vec![0; rows]).unwrap();
+                                let (cache, fed) = slot.insert((cache, 0));
+                                (cache, fed)
+                            }
+                        };
+                        // Tokens of ordinary text, a different one each step.
+                        let tokens = vec![1265 + *fed as u32; rows];
                         let started = std::time::Instant::now();
-                        model
-                            .decoder
-                            .forward(&vec![1265; rows], 1, &mut cache, &cross, false)
-                            .unwrap();
+                        model.decoder.forward(&tokens, 1, cache, &cross, false).unwrap();
                         total += started.elapsed();
+                        *fed += 1;
                     }
                     total
                 })
