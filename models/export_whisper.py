@@ -115,6 +115,13 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   Mul(row scales, column scales)), ONNX Runtime 1.31's graph optimiser produced wrong results
   (RMS error above 100 %; right with optimisations off); multiplying by the column scales first,
   then the row scales, avoided it.
+  Tried at about 17:00 that day (not kept): the fp32 encoder with the int8 decoder (24 MB more
+  encoder data) moved long-form greedy WER to 13.05 (fp32 11.38, int8 10.77); RTFx 36.6, 42.1,
+  50.1 against 38.1, 32.7, 40.2 for the int8 encoder, run alternately. A rotation of the LayerNorm outputs before per-row
+  quantisation (QuaRot: gamma folded into the weights, a random orthogonal matrix on the
+  normalised stream; numpy, jfk.wav's encoder layer inputs) took the qkv and fc1 products'
+  RMS error from 0.5-1.8 % to 0.4-1.4 % (worse on fc1 of layers 0-1), still above the blocks'
+  0.3-0.8 %: not built.
 
 TOKEN_ROWS (steno layout). The weights are external data, `<file>.data` beside each graph, every
   tensor at a 4096-byte-aligned offset. The decoder does not look tokens up: its input is the
