@@ -35,7 +35,8 @@ Usage (through the wrapper, which provisions the venv first):
     benches/compare/run ../shared/eval/librispeech [--engines steno,faster-whisper,sherpa-onnx]
         [--settings fp32-beam5,int8-greedy] [--threads 2] [--limit N] [--repeat 3] [--json out.json]
 --repeat N runs every configuration N times in rounds (each round runs every configuration once,
-so a drift in the machine's speed reaches all engines alike); a row shows its median run.
+so a drift in the machine's speed reaches all engines alike); a row shows its median run, and
+steno's rows the ratio round by round and its median. Every run records the CPU steal during it.
 A benchmark, not a test: it prints numbers; nothing asserts a threshold.
 """
 
@@ -45,6 +46,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -183,13 +185,13 @@ def score(refs, hypotheses, normalize):
 # --- waiting for an idle machine ------------------------------------------------------------
 
 
-def cpu_times():
+def cpu_times(steal=False):
+    """(total, idle) jiffies of all CPUs since boot, or (total, steal) with `steal`."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     # user nice system idle iowait irq softirq steal (guest time is already in user/nice)
     total = sum(fields[:8])
-    idle = fields[3] + fields[4]
-    return total, idle
+    return total, fields[7] if steal else fields[3] + fields[4]
 
 
 def busy_percent(seconds):
@@ -475,6 +477,9 @@ def summarize(row):
     if len(runs) > 1:
         rtfx = [r["rtfx"] for r in runs if r.get("rtfx")]
         row["rtfx_range"] = [min(rtfx), max(rtfx)]
+        steal = [r["steal_pct"] for r in runs if r.get("steal_pct") is not None]
+        if steal:
+            row["steal_pct_range"] = [min(steal), max(steal)]
         wers = sorted({round(r["wer_pct"], 2) for r in runs})
         if len(wers) > 1:
             row["wer_pct_runs"] = [r["wer_pct"] for r in runs]
@@ -500,8 +505,12 @@ def markdown(rows):
             lo, hi = r["rtfx_range"]
             notes = (notes + "; " if notes else "") + f"{len(r['runs'])} runs, RTFx {lo:.1f}-{hi:.1f}"
         if r.get("rtfx_ratio_by_round"):
+            by_round = r["rtfx_ratio_by_round"]
             notes = (notes + "; " if notes else "") + "ratio by round " + ", ".join(
-                f"{x:.2f}" for x in r["rtfx_ratio_by_round"])
+                f"{x:.2f}" for x in by_round) + f" (median {statistics.median(by_round):.2f})"
+        if r.get("steal_pct_range"):
+            lo, hi = r["steal_pct_range"]
+            notes = (notes + "; " if notes else "") + f"CPU steal {lo:.0f}-{hi:.0f} %"
         if r.get("failed_rounds"):
             notes = (notes + "; " if notes else "") + "files failed in round " + ", ".join(map(str, r["failed_rounds"]))
         if r.get("wer_pct_runs"):
@@ -600,16 +609,21 @@ def main():
                         models[engine, setting] = python_engine_model(args, engine, setting)
                     idle = wait_for_idle(args.idle_busy_pct, args.idle_timeout_s)
                     log(f"{tag}: running (CPU {idle['busy_pct']} % busy before)")
+                    before = cpu_times(steal=True)
                     if engine == "steno":
                         result, usage = run_steno(args, setting, steno_dir, refs)
                     else:
                         result, usage = run_python_engine(args, engine, setting, models[engine, setting], refs)
+                    after = cpu_times(steal=True)
                 except Exception as e:  # a missing model file, a failed quantisation: say so, go on
                     row["error"] = str(e)
                     log(f"{tag}: {e}")
                     continue
                 run = {"round": round_no, "idle": idle, "peak_rss_mib": usage.ru_maxrss / 1024,  # KiB on Linux
-                       "cpu_s": usage.ru_utime + usage.ru_stime}
+                       "cpu_s": usage.ru_utime + usage.ru_stime,
+                       # CPU time the hypervisor gave other guests while this run wanted it:
+                       # the noise of a shared host, in % of all CPUs' time during the run.
+                       "steal_pct": 100.0 * (after[1] - before[1]) / max(after[0] - before[0], 1)}
                 hypotheses = result.pop("hypotheses", None)
                 run.update(result)
                 if "error" in result and hypotheses is None:
