@@ -439,6 +439,24 @@ def attend(g: Graph, q, k, v, mask=None):
 # ---------------------------------------------------------------------------------------------
 
 
+def dims_of(V):
+    """The network's sizes, read off the CTranslate2 variables."""
+    layers = lambda side: sum(  # noqa: E731
+        1 for k in V if k.startswith(f"{side}/layer_") and k.endswith("self_attention/linear_0/weight"))
+    return {
+        "n_mels": V["encoder/conv1/weight"].shape[1],
+        "d_audio": V["encoder/conv1/weight"].shape[0],
+        "d_text": V["decoder/embeddings/weight"].shape[1],
+        "n_vocab": V["decoder/embeddings/weight"].shape[0],
+        "n_audio_layer": layers("encoder"),
+        "n_text_layer": layers("decoder"),
+        "n_audio_head": int(V["encoder/num_heads"]),
+        "n_text_head": int(V["decoder/num_heads"]),
+        "n_audio_ctx": V["encoder/position_encodings/encodings"].shape[0],
+        "n_text_ctx": V["decoder/position_encodings/encodings"].shape[0],
+    }
+
+
 def build_encoder(V, dims, metadata, layout, int8=None):
     g = Graph(int8)
     d, n_mels, n_layer, n_head = dims["d_audio"], dims["n_mels"], dims["n_audio_layer"], dims["n_audio_head"]
@@ -823,24 +841,8 @@ def main():
     vocab = read_vocabulary(args.ct2_dir / "vocabulary.txt")
     sp = special_tokens(vocab)
 
-    n_mels = V["encoder/conv1/weight"].shape[1]
-    d_audio = V["encoder/conv1/weight"].shape[0]
-    d_text = V["decoder/embeddings/weight"].shape[1]
-    n_vocab = V["decoder/embeddings/weight"].shape[0]
-    n_audio_layer = sum(1 for k in V if k.startswith("encoder/layer_") and k.endswith("self_attention/linear_0/weight"))
-    n_text_layer = sum(1 for k in V if k.startswith("decoder/layer_") and k.endswith("self_attention/linear_0/weight"))
-    dims = {
-        "n_mels": n_mels,
-        "d_audio": d_audio,
-        "d_text": d_text,
-        "n_vocab": n_vocab,
-        "n_audio_layer": n_audio_layer,
-        "n_text_layer": n_text_layer,
-        "n_audio_head": int(V["encoder/num_heads"]),
-        "n_text_head": int(V["decoder/num_heads"]),
-        "n_audio_ctx": V["encoder/position_encodings/encodings"].shape[0],
-        "n_text_ctx": V["decoder/position_encodings/encodings"].shape[0],
-    }
+    dims = dims_of(V)
+    n_vocab = dims["n_vocab"]
     if len(vocab) != n_vocab:
         sys.exit(f"vocabulary.txt has {len(vocab)} tokens, the embedding {n_vocab}")
     multilingual = n_vocab >= 51865
@@ -855,16 +857,16 @@ def main():
         "model_type": f"whisper-{args.name}",
         "version": "1",
         "maintainer": "steno",
-        "n_mels": n_mels,
+        "n_mels": dims["n_mels"],
         "n_audio_ctx": dims["n_audio_ctx"],
-        "n_audio_state": d_audio,
+        "n_audio_state": dims["d_audio"],
         "n_audio_head": dims["n_audio_head"],
-        "n_audio_layer": n_audio_layer,
+        "n_audio_layer": dims["n_audio_layer"],
         "n_vocab": n_vocab,
         "n_text_ctx": dims["n_text_ctx"],
-        "n_text_state": d_text,
+        "n_text_state": dims["d_text"],
         "n_text_head": dims["n_text_head"],
-        "n_text_layer": n_text_layer,
+        "n_text_layer": dims["n_text_layer"],
         "sot_sequence": ",".join(map(str, sot_sequence)),
         "all_language_tokens": ",".join(map(str, sp["lang_tokens"])),
         "all_language_codes": ",".join(sp["lang_codes"]),
