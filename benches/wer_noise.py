@@ -87,6 +87,10 @@ def rms_error_pct(reference, candidate, mels):
     return out
 
 
+def key(name, beam):
+    return f"{name} b{beam}"
+
+
 def eval_wer(steno, models_dir, folder, beam):
     cmd = [steno, "eval", str(folder), "--model-variant", "fp32", "--beam-size", str(beam), "--threads", "2", "--json"]
     env = dict(os.environ, STENO_MODELS_DIR=str(models_dir))
@@ -116,7 +120,6 @@ def main():
             sys.exit(f"{folder}/refs.tsv is missing")
     beams = [int(b) for b in args.beams.split(",") if b]
     configs = [(name, beam) for name in sets for beam in beams]
-    key = lambda name, beam: f"{name} b{beam}"  # noqa: E731
 
     baseline = {key(n, b): eval_wer(args.steno, models, sets[n], b) for n, b in configs}
     print(json.dumps({"baseline": baseline}), file=sys.stderr, flush=True)

@@ -117,16 +117,18 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   then the row scales, avoided it.
   Tried at about 17:00 that day (not kept): the fp32 encoder with the int8 decoder (24 MB more
   encoder data) moved long-form greedy WER to 13.05 (fp32 11.38, int8 10.77); RTFx 36.6, 42.1,
-  50.1 against 38.1, 32.7, 40.2 for the int8 encoder, run alternately. A rotation of the LayerNorm outputs before per-row
-  quantisation (QuaRot: gamma folded into the weights, a random orthogonal matrix on the
-  normalised stream; numpy, jfk.wav's encoder layer inputs) took the qkv and fc1 products'
-  RMS error from 0.5-1.8 % to 0.4-1.4 % (worse on fc1 of layers 0-1), still above the blocks'
-  0.3-0.8 %: not built. Per-row activations in the feed-forward layers only (fc1 symmetric,
-  fc2's GELU output asymmetric: u8 from each row's minimum to its maximum, the zero point
-  taken out through the weight's column sums; qkv, attention out and cross K/V in blocks):
-  cross K/V RMS error against fp32 2.3-3.4 % on audio-samples windows (blocks 1.8-2.6 %),
-  the window 235 ms against 272 ms, int8 WER against fp32 -0.26 / +1.16 on LibriSpeech
-  (greedy / beam 5), +0.11 / -1.07 on hifitts, -0.45 / +1.37 on long-form.
+  50.1 against 38.1, 32.7, 40.2 for the int8 encoder, run alternately. A rotation of the
+  LayerNorm outputs before per-row quantisation (QuaRot: gamma folded into the weights, a
+  random orthogonal matrix on the normalised stream; numpy, jfk.wav's encoder layer inputs)
+  took the qkv and fc1 products' RMS error from 0.5-1.8 % to 0.4-1.4 % (worse on fc1 of
+  layers 0-1), still above the blocks' 0.3-0.8 %: not built. Per-row activations in the
+  feed-forward layers only (fc1 symmetric, fc2's GELU output asymmetric: u8 from each row's
+  minimum to its maximum, the zero point taken out through the weight's column sums; qkv,
+  attention out and cross K/V in blocks): cross K/V RMS error against fp32 2.3-3.4 % on
+  audio-samples windows (blocks 1.8-2.6 %), the window 235 ms against 272 ms, int8 WER against
+  fp32 -0.26 / +1.16 on LibriSpeech (greedy / beam 5), +0.11 / -1.07 on hifitts, -0.45 / +1.37
+  on long-form. How much of such a delta is noise: benches/wer_noise.py (fp32 with unbiased
+  weight noise of int8's size moves these six WERs with an RMS of 0.71 points; README).
 
 TOKEN_ROWS (steno layout). The weights are external data, `<file>.data` beside each graph, every
   tensor at a 4096-byte-aligned offset. The decoder does not look tokens up: its input is the
@@ -441,8 +443,10 @@ def attend(g: Graph, q, k, v, mask=None):
 
 def dims_of(V):
     """The network's sizes, read off the CTranslate2 variables."""
-    layers = lambda side: sum(  # noqa: E731
-        1 for k in V if k.startswith(f"{side}/layer_") and k.endswith("self_attention/linear_0/weight"))
+
+    def layers(side):
+        return sum(1 for k in V if k.startswith(f"{side}/layer_") and k.endswith("self_attention/linear_0/weight"))
+
     return {
         "n_mels": V["encoder/conv1/weight"].shape[1],
         "d_audio": V["encoder/conv1/weight"].shape[0],
