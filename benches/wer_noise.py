@@ -10,8 +10,10 @@ bias in expectation, so no accuracy change in expectation), exports that encoder
 models/export_whisper.py, and runs `steno eval` of the fp32 variant on each set at each beam
 size, for the unperturbed model and for every seed. It prints one JSON document:
 
-    {"rel": 0.01, "variant": "fp32", "baseline": {"librispeech b1": 12.28, ...},
+    {"rel": 0.01, "variant": "fp32", "baseline": {"librispeech b1": 12.28, ..., "pooled b1": ...},
      "seeds": [{"seed": 3, "rms_error_pct": {...}, "wer": {...}, "delta": {...}}, ...]}
+
+"pooled bN" is the WER of all sets together (all word edits over all reference words).
 
 `rms_error_pct` is the perturbed encoder's cross K/V RMS error against fp32 on the
 audio-samples/ clips (the size of the perturbation, to set beside int8's on the same clips).
@@ -91,13 +93,26 @@ def key(name, beam):
     return f"{name} b{beam}"
 
 
-def eval_wer(steno, models_dir, folder, beam):
+def eval_errors(steno, models_dir, folder, beam):
+    """(word edits, reference words) of `steno eval` on one set."""
     cmd = [steno, "eval", str(folder), "--model-variant", "fp32", "--beam-size", str(beam), "--threads", "2", "--json"]
     env = dict(os.environ, STENO_MODELS_DIR=str(models_dir))
     p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     if p.returncode != 0:
         sys.exit(f"{' '.join(cmd)} (STENO_MODELS_DIR={models_dir}) failed: {p.stderr.decode(errors='replace')[-1000:]}")
-    return round(100 * json.loads(p.stdout)["report"]["wer"], 2)
+    e = json.loads(p.stdout)["report"]["errors"]
+    return e["substitutions"] + e["deletions"] + e["insertions"], e["reference_words"]
+
+
+def wer_table(steno, models_dir, sets, beams):
+    """WER % of every set at every beam size, and of all sets pooled ("pooled b5": all edits over
+    all reference words), which weighs each set by its words."""
+    counts = {key(name, beam): eval_errors(steno, models_dir, folder, beam) for name, folder in sets.items() for beam in beams}
+    table = {k: round(100 * edits / words, 2) for k, (edits, words) in counts.items()}
+    for beam in beams:
+        edits, words = (sum(counts[key(name, beam)][i] for name in sets) for i in (0, 1))
+        table[key("pooled", beam)] = round(100 * edits / words, 2)
+    return table
 
 
 def main():
@@ -119,9 +134,8 @@ def main():
         if not (folder / "refs.tsv").is_file():
             sys.exit(f"{folder}/refs.tsv is missing")
     beams = [int(b) for b in args.beams.split(",") if b]
-    configs = [(name, beam) for name in sets for beam in beams]
 
-    baseline = {key(n, b): eval_wer(args.steno, models, sets[n], b) for n, b in configs}
+    baseline = wer_table(args.steno, models, sets, beams)
     print(json.dumps({"baseline": baseline}), file=sys.stderr, flush=True)
     mels = clip_mels()
     seeds = []
@@ -137,7 +151,7 @@ def main():
                 str(tree / f"whisper-{MODEL}" / f"{MODEL}-encoder.onnx"),
                 mels,
             )
-            wer = {key(n, b): eval_wer(args.steno, tree, sets[n], b) for n, b in configs}
+            wer = wer_table(args.steno, tree, sets, beams)
         delta = {k: round(wer[k] - baseline[k], 2) for k in wer}
         seeds.append({"seed": seed, "rms_error_pct": rms, "wer": wer, "delta": delta})
         print(json.dumps(seeds[-1]), file=sys.stderr, flush=True)
