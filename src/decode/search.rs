@@ -10,7 +10,7 @@
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use super::rules::{LogitFilters, log_softmax_in_place};
+use super::rules::{LogitFilters, log_softmax_in_place, log_sum_exp, max_value};
 use crate::error::{Error, Result};
 
 /// Something that scores the next token: feed tokens, get logits back.
@@ -279,8 +279,9 @@ fn sample_rows(scorer: &mut dyn TokenScorer, task: &DecodeTask, temperatures: &[
             } else {
                 argmax(row)
             };
-            log_softmax_in_place(row);
-            let lp = row[token as usize];
+            // The chosen token's log-probability; the rest of the row is overwritten by the
+            // next feed, so it is not normalised (the same bits as `log_softmax_in_place`).
+            let lp = row[token as usize] - log_sum_exp(row);
             sum_lp[r] += f64::from(lp);
             next[r] = token;
             if token == task.eot {
@@ -355,8 +356,7 @@ fn greedy_with_draft(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<
         row_logits.copy_from_slice(&logits[i * v..(i + 1) * v]);
         task.filters.apply(&mut row_logits, &tokens);
         let token = argmax(&row_logits);
-        log_softmax_in_place(&mut row_logits);
-        let lp = row_logits[token as usize];
+        let lp = row_logits[token as usize] - log_sum_exp(&row_logits);
         sum_lp += f64::from(lp);
         steps += 1;
         if token == task.eot {
@@ -387,8 +387,7 @@ fn greedy_with_draft(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<
             let row = &mut logits[..v];
             task.filters.apply(row, &tokens);
             let token = argmax(row);
-            log_softmax_in_place(row);
-            let lp = row[token as usize];
+            let lp = row[token as usize] - log_sum_exp(row);
             sum_lp += f64::from(lp);
             if token == task.eot {
                 break;
@@ -414,14 +413,12 @@ fn greedy_with_draft(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<
     Ok(Some(finish(vec![candidate], task, no_speech_prob)))
 }
 
+/// The first index of the row's largest value (0 for an empty or all-NaN row). Found as the
+/// vectorised [`max_value`] and then the first entry equal to it: the same index as a scalar
+/// scan keeping the first strict maximum, without its compare-and-branch per entry.
 fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in row.iter().enumerate() {
-        if x > row[best] {
-            best = i;
-        }
-    }
-    best as u32
+    let max = max_value(row);
+    row.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
 /// Sample from softmax(row / temperature).
