@@ -7,6 +7,8 @@
 //! In: logits `[n_vocab]` (mutated in place, banned tokens set to −∞) and the tokens sampled
 //! so far in this window (after the prompt). Out: nothing; the caller samples from the row.
 
+use std::cmp::Ordering;
+
 use crate::model::SpecialTokens;
 
 /// Settings of the filters.
@@ -234,7 +236,25 @@ fn portable_sum_exp_blocks(blocks: std::slice::ChunksExact<'_, f32>, max: f32) -
     sum
 }
 
-/// AVX2 versions of [`portable_max`] and [`portable_sum_exp_blocks`]. Each vector operation is
+/// The index of the first entry of `x` that is not `<= threshold` (above it, or NaN), if any:
+/// what a beam's top-k scan looks for once it holds k tokens. Eight entries at a time where the
+/// CPU has AVX2.
+pub fn first_not_at_most(x: &[f32], threshold: f32) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked on the line above.
+        return unsafe { simd::first_not_at_most(x, threshold) };
+    }
+    portable_first_not_at_most(x, threshold)
+}
+
+fn portable_first_not_at_most(x: &[f32], threshold: f32) -> Option<usize> {
+    x.iter()
+        .position(|&v| !matches!(v.partial_cmp(&threshold), Some(Ordering::Less | Ordering::Equal)))
+}
+
+/// AVX2 versions of [`portable_max`], [`portable_sum_exp_blocks`] and
+/// [`portable_first_not_at_most`]. Each vector operation is
 /// the scalar code's operation on eight lanes, in the scalar code's order, without fused
 /// multiply-adds (which round once where the scalar code rounds twice): the results are the
 /// same bits. `_mm256_max_ps(v, acc)` returns `acc` where `v` is NaN, so NaNs are skipped as
@@ -261,6 +281,26 @@ mod simd {
             .chain(chunks.remainder())
             .copied()
             .fold(f32::NEG_INFINITY, f32::max)
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn first_not_at_most(x: &[f32], threshold: f32) -> Option<usize> {
+        let t = _mm256_set1_ps(threshold);
+        let mut chunks = x.chunks_exact(8);
+        let mut start = 0;
+        for c in &mut chunks {
+            // SAFETY: `c` holds 8 f32s; loadu takes any alignment.
+            let v = unsafe { _mm256_loadu_ps(c.as_ptr()) };
+            // Not-less-or-equal, unordered: true above the threshold and for NaN.
+            let mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NLE_UQ>(v, t));
+            if mask != 0 {
+                return Some(start + mask.trailing_zeros() as usize);
+            }
+            start += 8;
+        }
+        super::portable_first_not_at_most(chunks.remainder(), threshold).map(|i| start + i)
     }
 
     /// `exp_nonpositive` on eight lanes.
@@ -553,6 +593,17 @@ mod tests {
                         portable_sum_exp_blocks(r.chunks_exact(64), max),
                     );
                     assert_eq!(fast.to_bits(), slow.to_bits(), "sum, len {len}");
+                }
+            }
+        }
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 1501, N_VOCAB] {
+            for threshold in [f32::NEG_INFINITY, -10.0, 0.0, 5.0, 11.9, 12.0, f32::INFINITY] {
+                for r in [&row[..len], &with_nan[..len]] {
+                    assert_eq!(
+                        first_not_at_most(r, threshold),
+                        portable_first_not_at_most(r, threshold),
+                        "len {len}, threshold {threshold}"
+                    );
                 }
             }
         }
