@@ -100,7 +100,10 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   int8 blocks, fp32 activations; the decoder unchanged), once ONNX Runtime's threads spun within
   a call: the window 198-228 ms against 240-265 ms (fp32: 219-227 ms), peak RSS of a 5-minute
   file 134.5 / 134.8 MiB against 137.0 / 137.6 (greedy / beam 5), but int8 WER against fp32
-  -0.33 / +0.77, +0.11 / +0.33, -1.06 / +0.46.
+  -0.33 / +0.77, +0.11 / +0.33, -1.06 / +0.46. Its cross K/V are nearer fp32 than the shipped
+  graph's (RMS error on the audio-samples clips 1.27 / 1.41 / 1.47 % against 1.83 / 2.19 /
+  2.19 %), so those WER deltas are noise; re-timed that evening it was no faster (a 30 s window
+  308 against 308-311 ms, alternately in one Python process).
   Also tried later that day (not kept): per-tensor activations (DynamicQuantizeMatMul) ran a
   [1500, 384] x [384, 1536] product in 2.4 ms against 8.9 ms for the blocks and 6.9 ms fp32, but
   lose the encoder: the last layer's fc2 input has one channel near 570 against a median of 2.5
@@ -128,7 +131,8 @@ int8 (weights only; convolutions, layer norms, attention and positions stay fp32
   audio-samples windows (blocks 1.8-2.6 %), the window 235 ms against 272 ms, int8 WER against
   fp32 -0.26 / +1.16 on LibriSpeech (greedy / beam 5), +0.11 / -1.07 on hifitts, -0.45 / +1.37
   on long-form. How much of such a delta is noise: benches/wer_noise.py (fp32 with unbiased
-  weight noise of int8's size moves these six WERs with an RMS of 0.71 points; README).
+  weight noise of int8's size moves these six WERs with an RMS of 0.73 points over six seeds,
+  and the three sets pooled with an RMS of 0.34 greedy / 0.40 beam 5; README).
 
 TOKEN_ROWS (steno layout). The weights are external data, `<file>.data` beside each graph, every
   tensor at a 4096-byte-aligned offset. The decoder does not look tokens up: its input is the
