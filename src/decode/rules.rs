@@ -263,6 +263,8 @@ fn portable_first_not_at_most(x: &[f32], threshold: f32) -> Option<usize> {
 mod simd {
     use std::arch::x86_64::*;
 
+    use super::{EXP_FLOOR, EXP_LN2_HI, EXP_LN2_LO, EXP_POLY, EXP_ROUND};
+
     /// # Safety
     /// The CPU must have AVX2.
     #[target_feature(enable = "avx2")]
@@ -306,18 +308,18 @@ mod simd {
     /// `exp_nonpositive` on eight lanes.
     #[target_feature(enable = "avx2")]
     fn exp_nonpositive(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
-        let round = _mm256_set1_ps(12_582_912.0);
+        let x = _mm256_max_ps(x, _mm256_set1_ps(EXP_FLOOR));
+        let round = _mm256_set1_ps(EXP_ROUND);
         let n = _mm256_sub_ps(
             _mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)), round),
             round,
         );
         let r = _mm256_sub_ps(
-            _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693_359_4))),
-            _mm256_mul_ps(n, _mm256_set1_ps(-2.121_944_4e-4)),
+            _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(EXP_LN2_HI))),
+            _mm256_mul_ps(n, _mm256_set1_ps(EXP_LN2_LO)),
         );
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [1.398_2e-3f32, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
             p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(c));
         }
         let p = _mm256_add_ps(
@@ -355,27 +357,36 @@ mod simd {
 /// x = −87; below that (and for −∞) it returns about 1e-38 instead of a smaller number or 0,
 /// which no sum over a vocabulary with a 1 in it can notice. Cephes' `expf`: x = n·ln 2 + r
 /// with |r| ≤ ln 2 / 2, a degree-7 polynomial for e^r, 2^n built in the exponent bits. No
-/// branches, so a loop over it vectorises.
+/// branches. [`simd`] computes the same on eight lanes, from the same constants.
 #[inline(always)]
 fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer in f32 arithmetic.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let n = (x * LOG2_E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = ((((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1)
-        * r
-        + 0.5)
-        * r
-        * r)
-        + r
-        + 1.0;
+    let x = x.max(EXP_FLOOR);
+    let n = (x * std::f32::consts::LOG2_E + EXP_ROUND) - EXP_ROUND;
+    let r = x - n * EXP_LN2_HI - n * EXP_LN2_LO;
+    let mut p = EXP_POLY[0];
+    for c in &EXP_POLY[1..] {
+        p = p * r + c;
+    }
+    let p = p * r * r + r + 1.0;
     // n is in -126..=0 here, so 2^n is a normal float.
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
+
+/// `exp_nonpositive`'s constants: the input floor, 1.5 · 2^23 (adding and subtracting it rounds
+/// to the nearest integer in f32 arithmetic), ln 2 in two parts, and the polynomial's
+/// coefficients from the highest degree down (e^r ≈ 1 + r + r² · poly(r)).
+const EXP_FLOOR: f32 = -87.0;
+const EXP_ROUND: f32 = 12_582_912.0;
+const EXP_LN2_HI: f32 = 0.693_359_4;
+const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
 /// Log-softmax of a row, in place.
 pub fn log_softmax_in_place(x: &mut [f32]) {
@@ -386,9 +397,20 @@ pub fn log_softmax_in_place(x: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::tiny_en_tokens;
+
+    /// Uniform values in [0, 1) from a xorshift generator: reproducible rows of logits.
+    pub(crate) fn uniform(seed: u64) -> impl FnMut() -> f32 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32
+        }
+    }
 
     /// tiny.en's special tokens (shared/facts: end-of-text 50256 … first timestamp 50363).
     const N_VOCAB: usize = 51864;
@@ -530,13 +552,7 @@ mod tests {
             let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             max as f64 + x.iter().map(|&v| f64::from(v - max).exp()).sum::<f64>().ln()
         };
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut next = uniform(0x2545_f491_4f6c_dd1d);
         for (len, spread, banned) in [
             (N_VOCAB, 30.0, 0.01),
             (N_VOCAB, 200.0, 0.5),
@@ -568,13 +584,7 @@ mod tests {
     /// blocks. (On a CPU without AVX2 both sides are the portable code.)
     #[test]
     fn vector_paths_match_the_portable_code_bit_for_bit() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut next = uniform(0x9e37_79b9_7f4a_7c15);
         let mut row: Vec<f32> = (0..N_VOCAB).map(|_| (next() - 0.7) * 40.0).collect();
         for i in (3..N_VOCAB).step_by(89) {
             row[i] = f32::NEG_INFINITY;

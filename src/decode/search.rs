@@ -966,13 +966,7 @@ pub(crate) mod tests {
             }
             best as u32
         }
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 24) as f32
-        };
+        let mut next = crate::decode::rules::tests::uniform(0x2545_f491_4f6c_dd1d);
         for (len, grid) in [(V, 0.5f32), (V, 0.001), (1000, 4.0), (9, 1.0)] {
             let row: Vec<f32> = (0..len)
                 .map(|_| {
