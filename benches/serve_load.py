@@ -4,7 +4,8 @@
 Starts nothing itself: run the server first, then this with the clients' venv
 (tests/clients/provision makes it; only websockets + the standard library are used):
 
-    target/release/steno serve --listen 127.0.0.1:8080 &          # prints "listening on ..." when ready
+    target/release/steno serve --listen 127.0.0.1:8080 &          # prints "listening on ..." at once;
+    until curl -sf http://127.0.0.1:8080/health >/dev/null; do sleep 0.5; done   # 200 once the model is loaded
     PY=tests/clients/.venv/bin/python
     # N concurrent real-time streams of ../shared/eval/longform audio (whole files by default):
     $PY benches/serve_load.py --base-url http://127.0.0.1:8080 streams --n 4 [--seconds 60] [--pid PID]
