@@ -184,7 +184,12 @@ impl TimestampRules {
 /// same operations in the same order on eight lanes at once, so the result is bit-identical
 /// (a unit test checks), in about 55 µs.
 pub fn log_sum_exp(x: &[f32]) -> f32 {
-    let max = max_value(x);
+    log_sum_exp_with_max(x, max_value(x))
+}
+
+/// [`log_sum_exp`] for a caller that already holds `max = max_value(x)` (a greedy step has it
+/// from its argmax), so the row is not scanned for it twice.
+pub fn log_sum_exp_with_max(x: &[f32], max: f32) -> f32 {
     if max == f32::NEG_INFINITY {
         return f32::NEG_INFINITY;
     }

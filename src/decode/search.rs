@@ -10,7 +10,7 @@
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use super::rules::{LogitFilters, first_not_at_most, log_softmax_in_place, log_sum_exp, max_value};
+use super::rules::{LogitFilters, first_not_at_most, log_softmax_in_place, log_sum_exp_with_max, max_value};
 use crate::error::{Error, Result};
 
 /// Something that scores the next token: feed tokens, get logits back.
@@ -274,14 +274,15 @@ fn sample_rows(scorer: &mut dyn TokenScorer, task: &DecodeTask, temperatures: &[
             }
             let row = &mut logits[r * v..(r + 1) * v];
             task.filters.apply(row, &tokens[r]);
+            let max = max_value(row);
             let token = if temperatures[r] > 0.0 {
                 sample_row(row, temperatures[r], &mut rng)
             } else {
-                argmax(row)
+                index_of_max(row, max)
             };
             // The chosen token's log-probability; the rest of the row is overwritten by the
             // next feed, so it is not normalised (the same bits as `log_softmax_in_place`).
-            let lp = row[token as usize] - log_sum_exp(row);
+            let lp = row[token as usize] - log_sum_exp_with_max(row, max);
             sum_lp[r] += f64::from(lp);
             next[r] = token;
             if token == task.eot {
@@ -355,8 +356,9 @@ fn greedy_with_draft(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<
     for i in 0..rows {
         row_logits.copy_from_slice(&logits[i * v..(i + 1) * v]);
         task.filters.apply(&mut row_logits, &tokens);
-        let token = argmax(&row_logits);
-        let lp = row_logits[token as usize] - log_sum_exp(&row_logits);
+        let max = max_value(&row_logits);
+        let token = index_of_max(&row_logits, max);
+        let lp = row_logits[token as usize] - log_sum_exp_with_max(&row_logits, max);
         sum_lp += f64::from(lp);
         steps += 1;
         if token == task.eot {
@@ -386,8 +388,9 @@ fn greedy_with_draft(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<
         for step in steps..task.max_tokens {
             let row = &mut logits[..v];
             task.filters.apply(row, &tokens);
-            let token = argmax(row);
-            let lp = row[token as usize] - log_sum_exp(row);
+            let max = max_value(row);
+            let token = index_of_max(row, max);
+            let lp = row[token as usize] - log_sum_exp_with_max(row, max);
             sum_lp += f64::from(lp);
             if token == task.eot {
                 break;
@@ -417,7 +420,11 @@ fn greedy_with_draft(scorer: &mut dyn TokenScorer, task: &DecodeTask) -> Result<
 /// vectorised [`max_value`] and then the first entry equal to it: the same index as a scalar
 /// scan keeping the first strict maximum, without its compare-and-branch per entry.
 fn argmax(row: &[f32]) -> u32 {
-    let max = max_value(row);
+    index_of_max(row, max_value(row))
+}
+
+/// [`argmax`] for a caller that already holds `max = max_value(row)`.
+fn index_of_max(row: &[f32], max: f32) -> u32 {
     row.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
