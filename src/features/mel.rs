@@ -56,6 +56,8 @@ struct Filter {
 pub struct LogMel {
     n_mels: usize,
     filters: Vec<Filter>,
+    /// The largest weight of any filter ([`LogMel::frame_bound`]).
+    max_weight: f32,
     window: Vec<f32>,
     fft: Arc<dyn RealToComplex<f32>>,
 }
@@ -74,7 +76,7 @@ impl LogMel {
         if n_mels != 80 && n_mels != 128 {
             return Err(FeatureError::UnsupportedMelCount(n_mels));
         }
-        let filters = slaney_filterbank(n_mels)
+        let filters: Vec<Filter> = slaney_filterbank(n_mels)
             .into_iter()
             .map(|row| {
                 let first = row.iter().position(|&w| w != 0.0).unwrap_or(0);
@@ -90,9 +92,14 @@ impl LogMel {
             .map(|n| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64).cos()) as f32)
             .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
+        let max_weight = filters
+            .iter()
+            .flat_map(|f| f.weights.iter().copied())
+            .fold(0.0f32, f32::max);
         Ok(Self {
             n_mels,
             filters,
+            max_weight,
             window,
             fft,
         })
@@ -188,6 +195,35 @@ impl LogMel {
             let energy: f32 = filter.weights.iter().zip(bins).map(|(w, p)| w * p).sum();
             *dst = energy.max(POWER_FLOOR).log10();
         }
+    }
+
+    /// An upper bound on every value [`LogMel::frame_into`] writes for `chunk`, in its units
+    /// (floored `log10` Mel power), from the windowed frame's energy alone: no FFT. A scan for
+    /// a clip's maximum skips the frames whose bound is below the maximum so far
+    /// ([`super::MelStream::peak_scan`]).
+    ///
+    /// Each Mel value is `Σ_k f_k·P_k ≤ f_max·Σ_k P_k` over the one-sided power spectrum
+    /// `P_k = |Y_k|²`, k = 0..=200, and by Parseval `Σ_{k=0}^{N−1} |Y_k|² = N·Σ_n y_n²` over the
+    /// two-sided one, which holds every one-sided term at least once: so every value is at most
+    /// `f_max·N·Σ_n y_n²`, with `y` the windowed samples. The sum runs in f64 and the bound is
+    /// widened by 1 % for the f32 rounding of the FFT and of the filter sums (relative errors of
+    /// order 1e−6). Non-finite samples give a non-finite or NaN bound, which skips nothing.
+    pub fn frame_bound(&self, chunk: &[f32]) -> f32 {
+        let energy: f64 = chunk
+            .iter()
+            .zip(&self.window)
+            // As frame_into: a zero window weight contributes exactly nothing.
+            .filter(|&(_, &w)| w != 0.0)
+            .map(|(&x, &w)| {
+                let y = f64::from(x * w);
+                y * y
+            })
+            .sum();
+        let bound = 1.01 * f64::from(self.max_weight) * N_FFT as f64 * energy;
+        if bound.is_nan() {
+            return f32::NAN;
+        }
+        bound.max(f64::from(POWER_FLOOR)).log10() as f32
     }
 }
 

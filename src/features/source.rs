@@ -8,8 +8,9 @@
 //! [`MelFile`] reads its file twice, so that memory does not grow with the file's length
 //! while every window stays bit-identical to the whole-file path ([`Mel::normalize_whisper`]
 //! over the clip, then [`Mel::window`]):
-//! 1. [`MelFile::open`], on the caller's thread: decode → 16 kHz → raw log-mel frames
-//!    ([`MelStream`], the live engine's front end), keeping only their count and maximum.
+//! 1. [`MelFile::open`], on the caller's thread: decode → 16 kHz → the frames' count and
+//!    largest raw log-mel value ([`MelStream::peak_scan`]: the live engine's front end, which
+//!    skips the FFT of every frame whose energy bound is below the largest value so far).
 //!    Whisper normalises over the whole clip (each value clamped to max − 8), so the max must
 //!    be known before the first window. Every input error (corrupt data, a NaN sample, the
 //!    duration cap) surfaces here, before any model work.
@@ -17,7 +18,8 @@
 //!    channel; the seek loop pulls them as it moves forward and drops those behind it.
 //!
 //! The price is decoding the file twice; decoding, resampling and log-mel are a few percent of
-//! a transcription, and the second pass runs beside the model, not before it.
+//! a transcription, and the second pass runs beside the model, not before it. The first pass
+//! does hold up the first window, which is why it skips what it can.
 
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -110,19 +112,13 @@ impl MelFile {
     /// again for the frames themselves.
     pub fn open(path: &Path, log_mel: &LogMel, limits: &AudioLimits) -> std::result::Result<MelFile, AudioError> {
         let _span = tracing::debug_span!("mel_file_scan", path = %path.display()).entered();
-        let mut stream = MelStream::new(log_mel.clone());
-        let mut max = f32::NEG_INFINITY;
-        let mut fold = |stream: &mut MelStream| {
-            max = stream.held().iter().copied().fold(max, f32::max);
-            stream.discard_before(stream.frames_end());
-        };
+        let mut stream = MelStream::peak_scan(log_mel.clone());
         let info = audio::stream_audio(path, limits, &mut |samples| {
             stream.push(samples);
-            fold(&mut stream);
             Ok(())
         })?;
         stream.finish();
-        fold(&mut stream);
+        let max = stream.peak().unwrap_or(f32::NEG_INFINITY);
         let n_frames = usize::try_from(stream.frames_end()).unwrap_or(usize::MAX);
 
         let (tx, rx) = bounded(CHUNKS_AHEAD);

@@ -30,6 +30,11 @@ pub struct MelStream {
     finished: bool,
     chunk: Vec<f32>,
     column: Vec<f32>,
+    /// `Some(max)` for a [`MelStream::peak_scan`]: frames are not kept, only the largest value
+    /// of those computed so far (−∞ before the first).
+    peak: Option<f32>,
+    /// Frames a peak scan computed (the others were skipped by their bound).
+    scanned: u64,
 }
 
 impl std::fmt::Debug for MelStream {
@@ -56,7 +61,26 @@ impl MelStream {
             finished: false,
             chunk: vec![0.0; N_FFT],
             column: vec![0.0; n_mels],
+            peak: None,
+            scanned: 0,
         }
+    }
+
+    /// A stream that keeps no frames, only the largest raw value of the clip ([`MelStream::peak`]),
+    /// which Whisper's normalisation clamps to (a file's first read, `features/source.rs`).
+    /// A frame whose [`LogMel::frame_bound`] is below the largest value seen so far cannot
+    /// change it, so its FFT is skipped: the peak is the one every frame would give.
+    pub fn peak_scan(log_mel: LogMel) -> MelStream {
+        MelStream {
+            peak: Some(f32::NEG_INFINITY),
+            ..MelStream::new(log_mel)
+        }
+    }
+
+    /// The largest raw value of the frames so far, for a [`MelStream::peak_scan`] (−∞ before
+    /// the first frame); `None` for a stream that keeps its frames.
+    pub fn peak(&self) -> Option<f32> {
+        self.peak
     }
 
     /// Mel bins per frame.
@@ -135,10 +159,21 @@ impl MelStream {
                 }
             }
         }
+        self.next_frame += 1;
+        if let Some(peak) = self.peak {
+            // `<` is false for a NaN bound: such a frame is computed.
+            if self.log_mel.frame_bound(&self.chunk) < peak {
+                return;
+            }
+            self.log_mel
+                .frame_into(&self.chunk, &mut self.scratch, &mut self.column);
+            self.peak = Some(self.column.iter().copied().fold(peak, f32::max));
+            self.scanned += 1;
+            return;
+        }
         self.log_mel
             .frame_into(&self.chunk, &mut self.scratch, &mut self.column);
         self.frames.extend_from_slice(&self.column);
-        self.next_frame += 1;
     }
 
     /// Keep only the samples a frame not yet computed can read.
@@ -288,6 +323,98 @@ mod tests {
                 assert_eq!(x.to_bits(), y.to_bits(), "{bad}: bin {m}: stream {x}, batch {y}");
             }
         }
+    }
+
+    /// Signals whose frames range from digital silence to full scale, with spectra from one
+    /// narrow line (a tone at the narrowest filter's peak, the tightest case of the bound) to
+    /// flat (noise, an impulse).
+    fn varied(n: usize) -> Vec<f32> {
+        let mut state = 0x9e37_79b9_u32;
+        let mut noise = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state as f32 / u32::MAX as f32 - 0.5
+        };
+        (0..n)
+            .map(|i| {
+                let t = i as f32 / 16_000.0;
+                let tone = (2.0 * std::f32::consts::PI * 40.0 * t).sin();
+                match (i / 4_000) % 6 {
+                    0 => 0.0,
+                    1 => 1e-4 * noise(),
+                    2 => 0.9 * tone,
+                    3 => 0.5 * noise(),
+                    4 => {
+                        if i % 4_000 == 2_000 {
+                            1.0
+                        } else {
+                            0.0
+                        }
+                    }
+                    _ => 0.02 * tone + 0.01 * noise(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_frame_bound_is_above_every_value_of_the_frame() {
+        let log_mel = LogMel::new(80).unwrap();
+        let samples: Vec<f32> = varied(48_000).into_iter().chain(speechlike(16_000)).collect();
+        let mut chunks = 0;
+        let mut slack = f32::INFINITY;
+        for (t, chunk) in samples.windows(N_FFT).step_by(HOP_LENGTH).enumerate() {
+            let bound = log_mel.frame_bound(chunk);
+            let mut scratch = log_mel.scratch();
+            let mut column = vec![0.0; 80];
+            log_mel.frame_into(chunk, &mut scratch, &mut column);
+            let max = column.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert!(bound >= max, "frame {t}: bound {bound} < value {max}");
+            if max > -9.0 {
+                slack = slack.min(bound - max);
+            }
+            chunks += 1;
+        }
+        assert!(chunks > 300);
+        // The tone at 40 Hz sits on the narrowest filters: the bound comes within 0.42 of its
+        // frames there (a bound loose everywhere would skip nothing).
+        assert!(
+            slack < 0.6,
+            "the bound is never within 0.6 of a frame's maximum ({slack})"
+        );
+    }
+
+    #[test]
+    fn a_peak_scan_finds_the_maximum_of_every_frame() {
+        let log_mel = LogMel::new(80).unwrap();
+        let late_peak = {
+            // Quiet until the last 5,000 samples: the running maximum keeps rising.
+            let mut s = speechlike(30_000);
+            s.iter_mut().take(25_000).for_each(|x| *x *= 1e-3);
+            s
+        };
+        let mut skipped = 0;
+        for samples in [varied(100_000), speechlike(50_000), vec![0.0; 10_000], late_peak] {
+            let batch = log_mel.log10_mel(&samples);
+            let want = batch.data().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for chunk in [1usize, 160, 4_096] {
+                let mut stream = MelStream::peak_scan(log_mel.clone());
+                for piece in samples.chunks(chunk) {
+                    stream.push(piece);
+                }
+                stream.finish();
+                assert_eq!(stream.frames_end() as usize, batch.n_frames());
+                assert!(stream.held().is_empty());
+                let got = stream.peak().unwrap();
+                assert_eq!(got.to_bits(), want.to_bits(), "chunk {chunk}: {got} against {want}");
+                skipped += stream.frames_end() - stream.scanned;
+            }
+        }
+        // The quiet stretches of `varied` (silence, noise 80 dB down, an impulse's empty
+        // frames) come after its full-scale tone and are skipped.
+        assert!(skipped > 1_000, "{skipped} of 3,558 frames skipped");
+        assert_eq!(MelStream::new(log_mel).peak(), None);
     }
 
     #[test]
